@@ -1,0 +1,37 @@
+// How Docker objects are recognised in Neutron. Tags and names follow kuryr-libnetwork so that
+// networks and ports it made are found by us, and ours by it.
+
+/** Neutron tags are at most 255 chars and kuryr-libnetwork splits 64-char IDs into two halves. */
+export const NET_TAG_LOW = 'kuryr.net.uuid.lh:';
+export const NET_TAG_HIGH = 'kuryr.net.uuid.uh:';
+/** kuryr-lib's device_owner for container ports (it was `kuryr:container` before). */
+export const DEVICE_OWNER = 'compute:kuryr';
+export const LEGACY_DEVICE_OWNER = 'kuryr:container';
+export const UNBOUND_PORT_NAME = 'kuryr-unbound-port';
+
+/** Tags that identify a Docker network (or endpoint: kuryr-libnetwork uses the same prefixes). */
+export function dockerIdTags(dockerId: string): string[] {
+  const tags = [NET_TAG_LOW + dockerId.slice(0, 32)];
+  if (dockerId.length > 32) tags.push(NET_TAG_HIGH + dockerId.slice(32, 64));
+  return tags;
+}
+
+export function networkName(dockerNetworkId: string): string {
+  return `kuryr-net-${dockerNetworkId.slice(0, 8)}`;
+}
+
+export function subnetName(cidr: string): string {
+  return `kuryr-subnet-${cidr}`;
+}
+
+export function subnetPoolName(prefix: string, cidr: string): string {
+  return `${prefix}-${cidr}`;
+}
+
+export function endpointPortName(endpointId: string): string {
+  return `${endpointId}-port`;
+}
+
+export function isKuryrPortOwner(owner: string): boolean {
+  return owner === DEVICE_OWNER || owner === LEGACY_DEVICE_OWNER;
+}

@@ -1,0 +1,166 @@
+// A small typed Neutron v2.0 client: keep-alive connections, a deadline on every call, one retry
+// after re-authenticating on 401, and errors that keep Neutron's error type. Every call is
+// reported to the current Docker call's context (for logs) and to an optional observer (metrics).
+import { Agent, type Dispatcher, request } from 'undici';
+import { currentContext, type NeutronCallRecord } from '../util/context.js';
+import type { Authenticator } from './auth.js';
+import { NeutronApiError, NeutronUnavailableError, parseErrorBody } from './errors.js';
+import { type Collection, pluralKey, type ResourceMap, singular } from './types.js';
+
+export type QueryValue = string | number | boolean | string[] | undefined;
+export type Query = Record<string, QueryValue>;
+
+export interface NeutronClientOptions {
+  auth: Authenticator;
+  /** Deadline for each HTTP call, connection included. */
+  timeoutMs: number;
+  dispatcher?: Dispatcher;
+  onCall?: (call: NeutronCallRecord & { errorType?: string }) => void;
+}
+
+export function toQueryString(query: Query): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) params.append(key, String(v));
+  }
+  const s = params.toString();
+  return s ? `?${s}` : '';
+}
+
+export class NeutronClient {
+  private readonly dispatcher: Dispatcher;
+
+  constructor(private readonly opts: NeutronClientOptions) {
+    this.dispatcher = opts.dispatcher ?? new Agent({ keepAliveTimeout: 30_000, connections: 64 });
+  }
+
+  async close(): Promise<void> {
+    if (!this.opts.dispatcher) await this.dispatcher.close();
+  }
+
+  // ------------------------------------------------------------ generic resource operations
+  async list<C extends Collection>(collection: C, query: Query = {}): Promise<ResourceMap[C][]> {
+    const body = await this.call('GET', `/v2.0/${collection}${toQueryString(query)}`, collection);
+    return (body as Record<string, ResourceMap[C][]>)[pluralKey[collection]] ?? [];
+  }
+
+  async get<C extends Collection>(collection: C, id: string, query: Query = {}): Promise<ResourceMap[C]> {
+    const body = await this.call(
+      'GET',
+      `/v2.0/${collection}/${encodeURIComponent(id)}${toQueryString(query)}`,
+      collection,
+    );
+    return (body as Record<string, ResourceMap[C]>)[singular[collection]] as ResourceMap[C];
+  }
+
+  async create<C extends Collection>(collection: C, attrs: Record<string, unknown>): Promise<ResourceMap[C]> {
+    const body = await this.call('POST', `/v2.0/${collection}`, collection, {
+      [singular[collection]]: attrs,
+    });
+    return (body as Record<string, ResourceMap[C]>)[singular[collection]] as ResourceMap[C];
+  }
+
+  async update<C extends Collection>(
+    collection: C,
+    id: string,
+    attrs: Record<string, unknown>,
+  ): Promise<ResourceMap[C]> {
+    const path = `/v2.0/${collection}/${encodeURIComponent(id)}`;
+    const body = await this.call('PUT', path, collection, { [singular[collection]]: attrs });
+    return (body as Record<string, ResourceMap[C]>)[singular[collection]] as ResourceMap[C];
+  }
+
+  /** Deletes; a resource that is already gone counts as deleted (returns false). */
+  async delete(collection: Collection, id: string): Promise<boolean> {
+    try {
+      await this.call('DELETE', `/v2.0/${collection}/${encodeURIComponent(id)}`, collection);
+      return true;
+    } catch (err) {
+      if (err instanceof NeutronApiError && err.isNotFound) return false;
+      throw err;
+    }
+  }
+
+  /** Replaces the whole tag set of a resource in one call. */
+  async setTags(collection: Collection, id: string, tags: string[]): Promise<void> {
+    await this.call('PUT', `/v2.0/${collection}/${encodeURIComponent(id)}/tags`, `${collection}/tags`, {
+      tags,
+    });
+  }
+
+  async addTag(collection: Collection, id: string, tag: string): Promise<void> {
+    const path = `/v2.0/${collection}/${encodeURIComponent(id)}/tags/${encodeURIComponent(tag)}`;
+    await this.call('PUT', path, `${collection}/tags`);
+  }
+
+  async removeTag(collection: Collection, id: string, tag: string): Promise<void> {
+    const path = `/v2.0/${collection}/${encodeURIComponent(id)}/tags/${encodeURIComponent(tag)}`;
+    try {
+      await this.call('DELETE', path, `${collection}/tags`);
+    } catch (err) {
+      if (!(err instanceof NeutronApiError && err.isNotFound)) throw err;
+    }
+  }
+
+  async extensions(): Promise<Set<string>> {
+    return new Set((await this.list('extensions')).map((e) => e.alias));
+  }
+
+  // ------------------------------------------------------------ transport
+  /** One HTTP exchange with Neutron; re-authenticates and retries once on 401. */
+  async call(method: string, path: string, resource: string, body?: unknown): Promise<unknown> {
+    for (let attempt = 0; ; attempt++) {
+      const creds = await this.opts.auth.credentials();
+      const started = performance.now();
+      let res: Dispatcher.ResponseData;
+      let text: string;
+      try {
+        res = await request(`${creds.endpoint.replace(/\/+$/, '')}${path}`, {
+          method: method as Dispatcher.HttpMethod,
+          headers: {
+            accept: 'application/json',
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+            ...creds.headers,
+          },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(this.opts.timeoutMs),
+          dispatcher: this.dispatcher,
+        });
+        text = await res.body.text();
+      } catch (err) {
+        this.record(method, resource, 0, started, 'Unavailable');
+        const reason =
+          (err as Error).name === 'TimeoutError'
+            ? `no answer within ${this.opts.timeoutMs} ms`
+            : (err as Error).message;
+        throw new NeutronUnavailableError(method, path.split('?')[0] ?? path, reason);
+      }
+      const status = res.statusCode;
+      if (status === 401 && attempt === 0) {
+        this.record(method, resource, status, started, 'Unauthorized');
+        this.opts.auth.invalidate();
+        continue;
+      }
+      if (status >= 400) {
+        const { type, detail } = parseErrorBody(status, text);
+        this.record(method, resource, status, started, type);
+        throw new NeutronApiError(status, type, detail, method, path);
+      }
+      this.record(method, resource, status, started);
+      return text && text !== 'null' ? JSON.parse(text) : undefined;
+    }
+  }
+
+  private record(
+    method: string,
+    resource: string,
+    status: number,
+    started: number,
+    errorType?: string,
+  ): void {
+    const call = { method, resource, status, ms: Math.round((performance.now() - started) * 10) / 10 };
+    currentContext()?.neutronCalls.push(call);
+    this.opts.onCall?.(errorType ? { ...call, errorType } : call);
+  }
+}

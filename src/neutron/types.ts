@@ -1,0 +1,120 @@
+// The Neutron resources we read and write, with only the fields we use.
+
+export interface Network {
+  id: string;
+  name: string;
+  mtu?: number;
+  shared?: boolean;
+  status?: string;
+  subnets: string[];
+  tags: string[];
+  project_id?: string;
+  admin_state_up?: boolean;
+}
+
+export interface HostRoute {
+  destination: string;
+  nexthop: string;
+}
+
+export interface Subnet {
+  id: string;
+  name: string;
+  network_id: string;
+  ip_version: 4 | 6;
+  cidr: string;
+  gateway_ip: string | null;
+  subnetpool_id: string | null;
+  host_routes: HostRoute[];
+  allocation_pools?: { start: string; end: string }[];
+  enable_dhcp?: boolean;
+  tags: string[];
+}
+
+export interface SubnetPool {
+  id: string;
+  name: string;
+  prefixes: string[];
+  ip_version: 4 | 6;
+  /** Neutron returns prefix lengths as strings ("24") although they are sent as numbers. */
+  default_prefixlen: string | number;
+  shared?: boolean;
+  tags: string[];
+}
+
+export interface FixedIp {
+  subnet_id: string;
+  ip_address: string;
+}
+
+export interface Port {
+  id: string;
+  name: string;
+  network_id: string;
+  mac_address: string;
+  fixed_ips: FixedIp[];
+  device_id: string;
+  device_owner: string;
+  status: string;
+  admin_state_up?: boolean;
+  project_id?: string;
+  'binding:host_id'?: string;
+  'binding:vif_type'?: string;
+  'binding:vif_details'?: Record<string, unknown>;
+  'binding:vnic_type'?: string;
+  security_groups?: string[];
+  tags: string[];
+}
+
+export interface SecurityGroup {
+  id: string;
+  name: string;
+  tags: string[];
+}
+
+export interface Extension {
+  alias: string;
+  name: string;
+}
+
+export interface Agent {
+  id: string;
+  agent_type: string;
+  host: string;
+  alive: boolean;
+  admin_state_up: boolean;
+}
+
+/** Resource collections keyed by their URL path, with singular body key and type. */
+export interface ResourceMap {
+  networks: Network;
+  subnets: Subnet;
+  subnetpools: SubnetPool;
+  ports: Port;
+  'security-groups': SecurityGroup;
+  extensions: Extension;
+  agents: Agent;
+}
+
+export type Collection = keyof ResourceMap;
+
+export const singular: Record<Collection, string> = {
+  networks: 'network',
+  subnets: 'subnet',
+  subnetpools: 'subnetpool',
+  ports: 'port',
+  'security-groups': 'security_group',
+  extensions: 'extension',
+  agents: 'agent',
+};
+
+/** Collections whose bodies use a different plural key than the URL path. */
+export const pluralKey: Record<Collection, string> = {
+  networks: 'networks',
+  subnets: 'subnets',
+  subnetpools: 'subnetpools',
+  ports: 'ports',
+  'security-groups': 'security_groups',
+  extensions: 'extensions',
+  agents: 'agents',
+};
