@@ -26,15 +26,23 @@ export interface Daemon {
 export function buildDrivers(
   config: Config,
   neutron: NeutronClient,
+  logger: Logger,
 ): { network: NetworkDriver; ipam: IpamDriver } {
   const view = new NeutronView(neutron);
-  const network = new NeutronNetworkDriver(view, createHostBinder(config.DEFAULT.host), {
-    scope: config.DEFAULT.capability_scope,
-    host: config.DEFAULT.host,
-    vethDstPrefix: config.binding.veth_dst_prefix,
-    enableDhcp: config.neutron.enable_dhcp,
-    subnetpoolNamePrefix: config.DEFAULT.subnetpool_name_prefix,
-  });
+  const network = new NeutronNetworkDriver(
+    view,
+    createHostBinder(config.DEFAULT.host),
+    {
+      scope: config.DEFAULT.capability_scope,
+      host: config.DEFAULT.host,
+      vethDstPrefix: config.binding.veth_dst_prefix,
+      enableDhcp: config.neutron.enable_dhcp,
+      subnetpoolNamePrefix: config.DEFAULT.subnetpool_name_prefix,
+      activeWaitMs: (config.neutron.vif_plugging_timeout || config.binding.active_wait_timeout) * 1000,
+      activeWaitFatal: config.neutron.vif_plugging_is_fatal,
+    },
+    (msg) => logger.warn(msg),
+  );
   const ipam = new NeutronIpam(view, {
     localAddressSpace: config.DEFAULT.local_default_address_space,
     globalAddressSpace: config.DEFAULT.global_default_address_space,
@@ -57,7 +65,7 @@ function socketInUse(path: string): Promise<boolean> {
 
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
   const neutron = createNeutronClient(config);
-  const drivers = buildDrivers(config, neutron);
+  const drivers = buildDrivers(config, neutron, logger);
   const apps: FastifyInstance[] = [];
   const cleanup: string[] = [];
   const socket = config.DEFAULT.plugin_socket;

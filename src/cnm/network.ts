@@ -1,6 +1,8 @@
 // Docker networks and endpoints → Neutron networks, subnets and ports, plus the host side of each
 // endpoint. Docker replays calls after restarts, so every handler converges: what already exists is
 // reused, what is already gone counts as removed.
+
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { HostBinder } from '../binding/index.js';
 import type {
   AllocateNetworkRequest,
@@ -22,7 +24,7 @@ import type {
 import { RouteType } from '../docker/protocol.js';
 import { NeutronApiError } from '../neutron/errors.js';
 import type { Network, Port, Subnet } from '../neutron/types.js';
-import { InvalidRequestError, NotFoundError } from '../util/errors.js';
+import { DriverError, InvalidRequestError, NotFoundError } from '../util/errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { networkOf, parseCidr, stripPrefix } from './addresses.js';
 import { explained } from './explain.js';
@@ -43,9 +45,13 @@ export interface NetworkSettings {
   vethDstPrefix: string;
   enableDhcp: boolean;
   subnetpoolNamePrefix: string;
+  /** How long Join waits for the port to turn ACTIVE (0: not at all), and whether timing out fails Join. */
+  activeWaitMs: number;
+  activeWaitFatal: boolean;
 }
 
 const DEFAULT_MTU = 1500;
+const ACTIVE_POLL_MS = 200;
 
 export class NeutronNetworkDriver implements NetworkDriver {
   private readonly networkLocks = new KeyedMutex();
@@ -54,6 +60,7 @@ export class NeutronNetworkDriver implements NetworkDriver {
     private readonly view: NeutronView,
     private readonly binder: HostBinder,
     private readonly settings: NetworkSettings,
+    private readonly onWarning?: (message: string) => void,
   ) {}
 
   private get neutron() {
@@ -269,6 +276,7 @@ export class NeutronNetworkDriver implements NetworkDriver {
     ]);
     // After a host reboot the veth is gone while Neutron still has the port: make it again.
     await this.binder.bind(port, net.mtu ?? DEFAULT_MTU);
+    await this.waitActive(port);
     const v4 = subnets.find((s) => s.ip_version === 4);
     const v6 = subnets.find((s) => s.ip_version === 6);
     const routes: StaticRoute[] = subnets.flatMap((s) =>
@@ -286,6 +294,24 @@ export class NeutronNetworkDriver implements NetworkDriver {
       // Neutron provides the gateway: no docker_gwbridge leg.
       DisableGatewayService: true,
     };
+  }
+
+  /** Polls the port until the L2 agent has wired it (ACTIVE), within the configured bound. */
+  private async waitActive(port: Port): Promise<void> {
+    const { activeWaitMs, activeWaitFatal } = this.settings;
+    if (activeWaitMs <= 0 || port.status === 'ACTIVE') return;
+    const deadline = Date.now() + activeWaitMs;
+    let status = port.status;
+    while (Date.now() < deadline) {
+      await sleep(ACTIVE_POLL_MS);
+      status = (await this.neutron.get('ports', port.id, { fields: ['status'] })).status;
+      if (status === 'ACTIVE') return;
+    }
+    const message =
+      `Neutron port ${port.id} is still ${status} after ${activeWaitMs / 1000} s: the L2 agent on host ` +
+      `'${this.settings.host}' has not wired it. Check the agent's log and 'openstack network agent list --host ${this.settings.host}'`;
+    if (activeWaitFatal) throw new DriverError(message);
+    this.onWarning?.(message);
   }
 
   async leave(): Promise<EmptyResponse> {

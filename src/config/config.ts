@@ -4,7 +4,7 @@
 // warnings; a value of the wrong kind is an error naming the key, the value and what is allowed.
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { parse as parseIni } from 'ini';
+import { IniSyntaxError, parseOsloIni } from './ini.js';
 
 type Kind = 'string' | 'bool' | 'int' | 'float' | { choices: readonly string[] };
 
@@ -78,6 +78,9 @@ export const OPTIONS = {
     default_driver: { kind: 'string', default: 'kuryr.lib.binding.drivers.veth' },
     enabled_drivers: { kind: 'string', default: 'kuryr.lib.binding.drivers.veth' },
     link_iface: { kind: 'string', default: '' },
+    // Ours: Join waits (bounded) for Neutron to report the port ACTIVE, so the container's network
+    // works when its process starts. 0 = do not wait. [neutron] vif_plugging_timeout > 0 overrides.
+    active_wait_timeout: { kind: 'float', default: 20 },
   },
 } as const satisfies Record<string, Record<string, OptionSpec>>;
 
@@ -161,25 +164,19 @@ export const DEFAULT_CONFIG_FILE = '/etc/kuryr/kuryr.conf';
 export function loadConfig(opts: LoadOptions = {}): Config {
   const env = opts.env ?? process.env;
   const file = opts.file ?? DEFAULT_CONFIG_FILE;
-  let ini: Record<string, unknown> = {};
+  let fileSections: Record<string, Record<string, string>> = { DEFAULT: {} };
   try {
-    ini = parseIni(readFileSync(file, 'utf8'));
+    fileSections = { DEFAULT: {}, ...parseOsloIni(readFileSync(file, 'utf8'), file) };
   } catch (err) {
+    if (err instanceof IniSyntaxError) throw new ConfigError(err.message);
     const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT' || opts.explicitFile)
+    if (code !== 'ENOENT' || opts.explicitFile) {
       throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+    }
   }
   const warnings: string[] = [];
   const sources: Config['sources'] = {};
   const out: Record<string, Record<string, unknown>> = {};
-
-  // Top-level keys in the INI (before any [section]) belong to DEFAULT, as in oslo.config.
-  const fileSections: Record<string, Record<string, unknown>> = { DEFAULT: {} };
-  for (const [k, v] of Object.entries(ini)) {
-    if (v !== null && typeof v === 'object' && !Array.isArray(v))
-      fileSections[k] = { ...(fileSections[k] ?? {}), ...(v as object) };
-    else (fileSections.DEFAULT as Record<string, unknown>)[k] = v;
-  }
 
   for (const [section, values] of Object.entries(fileSections)) {
     const specs = (OPTIONS as Record<string, Record<string, OptionSpec>>)[section];
@@ -209,12 +206,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
         value = parseValue(section, key, spec, String(env[envName]));
         source = 'env';
       } else if (fileValue !== undefined) {
-        value = parseValue(
-          section,
-          key,
-          spec,
-          typeof fileValue === 'boolean' ? String(fileValue) : String(fileValue),
-        );
+        value = parseValue(section, key, spec, fileValue);
         source = 'file';
       }
       target[key] = value;

@@ -147,8 +147,19 @@ export class NeutronClient {
         this.record(method, resource, status, started, type);
         throw new NeutronApiError(status, type, detail, method, path);
       }
-      this.record(method, resource, status, started);
-      return text && text !== 'null' ? JSON.parse(text) : undefined;
+      if (!text || text === 'null') {
+        this.record(method, resource, status, started);
+        return undefined;
+      }
+      try {
+        const parsed: unknown = JSON.parse(text);
+        this.record(method, resource, status, started);
+        return parsed;
+      } catch {
+        // e.g. an HTML page from a proxy in front of Neutron
+        this.record(method, resource, status, started, 'InvalidResponse');
+        throw new NeutronApiError(status, 'InvalidResponse', `not JSON: ${text.slice(0, 120)}`, method, path);
+      }
     }
   }
 

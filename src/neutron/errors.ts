@@ -13,7 +13,7 @@ export class NeutronApiError extends DriverError {
     super(`Neutron ${httpStatus} ${type}: ${detail}`);
   }
 
-  /** True for 404s and for Neutron's *NotFound error types. */
+  /** True for 404s (Neutron's *NotFound error types all come as 404). */
   get isNotFound(): boolean {
     return this.httpStatus === 404;
   }
