@@ -38,7 +38,7 @@ POOL4=10.10.0.0/16 POOL6=fd4b:7572:7972::/48   # ULA global id = "Kuryr"
 DAEMONS="dockerd mariadb epmd rabbitmq keystone neutron-server neutron-agent"
 PACKAGES=(docker.io busybox-static neutron-server neutron-linuxbridge-agent
   mariadb-server rabbitmq-server python3-pymysql iputils-arping iproute2
-  ebtables ipset conntrack)
+  ebtables ipset conntrack openvswitch-switch)
 [ "$KEYSTONE" = 0 ] || PACKAGES+=(keystone python3-keystoneclient)
 RUN_AS_RABBIT=(setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups env HOME=/var/lib/rabbitmq)
 TOKEN="" AGENT_SINCE=0

@@ -29,17 +29,28 @@ export function buildDrivers(
   logger: Logger,
 ): { network: NetworkDriver; ipam: IpamDriver } {
   const view = new NeutronView(neutron);
+  const defaultSubnetpools = {
+    4: config.neutron.default_subnetpool_v4,
+    6: config.neutron.default_subnetpool_v6,
+  };
   const network = new NeutronNetworkDriver(
     view,
-    createHostBinder(config.DEFAULT.host),
+    createHostBinder({
+      host: config.DEFAULT.host,
+      bindir: config.DEFAULT.bindir,
+      ovsBridge: config.binding.ovs_bridge,
+      scriptTimeoutMs: config.binding.script_timeout * 1000,
+    }),
     {
       scope: config.DEFAULT.capability_scope,
       host: config.DEFAULT.host,
       vethDstPrefix: config.binding.veth_dst_prefix,
       enableDhcp: config.neutron.enable_dhcp,
       subnetpoolNamePrefix: config.DEFAULT.subnetpool_name_prefix,
+      defaultSubnetpools,
       activeWaitMs: (config.neutron.vif_plugging_timeout || config.binding.active_wait_timeout) * 1000,
       activeWaitFatal: config.neutron.vif_plugging_is_fatal,
+      processExternalConnectivity: config.DEFAULT.process_external_connectivity,
     },
     (msg) => logger.warn(msg),
   );
@@ -47,6 +58,8 @@ export function buildDrivers(
     localAddressSpace: config.DEFAULT.local_default_address_space,
     globalAddressSpace: config.DEFAULT.global_default_address_space,
     subnetpoolNamePrefix: config.DEFAULT.subnetpool_name_prefix,
+    defaultSubnetpools,
+    requestReplay: config.DEFAULT.ipam_request_replay,
   });
   return { network, ipam };
 }

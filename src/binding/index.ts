@@ -3,7 +3,9 @@
 import type { Port } from '../neutron/types.js';
 import { DriverError } from '../util/errors.js';
 import { bridgeName, plugIntoBridge } from './linux-bridge.js';
-import { containerIfaceName, ensureVeth, removeVeth } from './veth.js';
+import { plugOvs, unplugOvs } from './ovs.js';
+import { hasScript, runBindScript, runUnbindScript } from './scripts.js';
+import { containerIfaceName, ensureVeth, hostIfaceName, removeVeth } from './veth.js';
 
 export interface BoundInterface {
   /** Interface left on the host, plugged by the agent. */
@@ -14,41 +16,92 @@ export interface BoundInterface {
 
 export interface HostBinder {
   bind(port: Port, mtu: number): Promise<BoundInterface>;
-  unbind(port: Pick<Port, 'id' | 'binding:vif_type'>): Promise<void>;
+  unbind(port: Port): Promise<void>;
   containerIface(port: Pick<Port, 'id'>): string;
 }
 
-/** vif_types whose host side is a tap on a veth pair, and how each is plugged. */
-const PLUGGERS: Record<string, (port: Port, tap: string) => Promise<void>> = {
-  bridge: (port, tap) => plugIntoBridge(tap, bridgeName(port.network_id, port['binding:vif_details'])),
-  // "tap": the mechanism driver wants an unplugged tap and takes it from there.
-  tap: async () => undefined,
-};
+export interface BinderOptions {
+  /** This host, as Neutron agents know it (binding:host_id). */
+  host: string;
+  /** kuryr-lib's script directory, for vif_types without built-in support. */
+  bindir: string;
+  ovsBridge: string;
+  scriptTimeoutMs: number;
+}
+
+/** How the tap of a veth pair is plugged (and unplugged) for one vif_type. */
+interface Plugger {
+  plug(port: Port, tap: string): Promise<void>;
+  unplug(port: Port, tap: string): Promise<void>;
+}
 
 export class BindingError extends DriverError {}
 
-export function createHostBinder(host: string): HostBinder {
+function builtInPluggers(opts: BinderOptions): Record<string, Plugger> {
+  const endpointOf = (port: Port) => port.device_id;
+  return {
+    // ML2/linuxbridge. Deleting the veth takes the tap out of the bridge.
+    bridge: {
+      plug: (port, tap) => plugIntoBridge(tap, bridgeName(port.network_id, port['binding:vif_details'])),
+      unplug: async () => undefined,
+    },
+    // ML2/OVS (and OVS hybrid with the iptables_hybrid firewall).
+    ovs: {
+      plug: (port, tap) => plugOvs(port, tap, { bridge: opts.ovsBridge, endpointId: endpointOf(port) }),
+      unplug: (port, tap) => unplugOvs(port, tap, { bridge: opts.ovsBridge }),
+    },
+    // The mechanism driver wants an unplugged tap and takes it from there.
+    tap: { plug: async () => undefined, unplug: async () => undefined },
+  };
+}
+
+/** Any other vif_type: kuryr-lib's external `<bindir>/<vif_type> bind|unbind ...` scripts. */
+function scriptPlugger(opts: BinderOptions): Plugger {
+  const scriptOpts = (port: Port) => ({
+    bindir: opts.bindir,
+    endpointId: port.device_id,
+    timeoutMs: opts.scriptTimeoutMs,
+  });
+  return {
+    plug: async (port, tap) => void (await runBindScript(port, tap, scriptOpts(port))),
+    unplug: async (port, tap) => void (await runUnbindScript(port, tap, scriptOpts(port))),
+  };
+}
+
+export function createHostBinder(opts: BinderOptions): HostBinder {
+  const pluggers = builtInPluggers(opts);
+  const scripts = scriptPlugger(opts);
+  const pluggerFor = (vifType: string): Plugger | undefined =>
+    pluggers[vifType] ?? (hasScript(opts.bindir, vifType) ? scripts : undefined);
   return {
     async bind(port, mtu) {
       const vifType = port['binding:vif_type'] ?? 'unbound';
       if (vifType === 'binding_failed' || vifType === 'unbound') {
         throw new BindingError(
-          `Neutron could not bind port ${port.id} to host '${host}' (binding:vif_type=${vifType}). ` +
-            `Is a Neutron L2 agent alive on host '${host}'? Check 'openstack network agent list --host ${host}' ` +
+          `Neutron could not bind port ${port.id} to host '${opts.host}' (binding:vif_type=${vifType}). ` +
+            `Is a Neutron L2 agent alive on host '${opts.host}'? Check 'openstack network agent list --host ${opts.host}' ` +
             `and that [DEFAULT] host in kuryr.conf equals the agent's host`,
         );
       }
-      const plug = PLUGGERS[vifType];
-      if (!plug) {
+      const plugger = pluggerFor(vifType);
+      if (!plugger) {
         throw new BindingError(
-          `binding:vif_type '${vifType}' of port ${port.id} is not supported (supported: ${Object.keys(PLUGGERS).join(', ')})`,
+          `binding:vif_type '${vifType}' of port ${port.id} is not supported: built in are ${Object.keys(pluggers).join(', ')}, ` +
+            `and there is no script ${opts.bindir}/${vifType} ([DEFAULT] bindir)`,
         );
       }
       const pair = await ensureVeth({ portId: port.id, mac: port.mac_address, mtu });
-      await plug(port, pair.host);
+      try {
+        await plugger.plug(port, pair.host);
+      } catch (err) {
+        await removeVeth(port.id).catch(() => undefined); // as kuryr-lib: no half-plugged veth
+        throw err;
+      }
       return pair;
     },
     async unbind(port) {
+      const plugger = pluggerFor(port['binding:vif_type'] ?? 'unbound');
+      if (plugger) await plugger.unplug(port, hostIfaceName(port.id));
       await removeVeth(port.id);
     },
     containerIface: (port) => containerIfaceName(port.id),

@@ -1,6 +1,8 @@
-// Docker IPAM → Neutron. A Docker pool is a Neutron subnetpool (one per `--subnet`, so the same
-// CIDR can back several Docker networks, as Neutron allows overlapping IPs); an address is a Neutron
-// port, created unbound here and bound to the host by the network driver's CreateEndpoint.
+// Docker IPAM → Neutron. A Docker pool is a Neutron subnetpool made for one `--subnet` (so the
+// same CIDR can back several Docker networks, as Neutron allows overlapping IPs), a subnet carved
+// out of a shared subnetpool (no `--subnet`: the default pools `kuryr`/`kuryr6`; or
+// `neutron.pool.*`), or an existing subnet (`neutron.subnet.*`). An address is a Neutron port,
+// created unbound here and bound to the host by the network driver's CreateEndpoint.
 import type {
   AddressSpacesResponse,
   EmptyResponse,
@@ -14,19 +16,50 @@ import type {
   RequestPoolResponse,
 } from '../docker/protocol.js';
 import { OptionKeys } from '../docker/protocol.js';
+import { NeutronApiError } from '../neutron/errors.js';
+import type { Port, Subnet, SubnetPool } from '../neutron/types.js';
 import { InvalidRequestError } from '../util/errors.js';
-import { contains, firstHost, networkOf, parseCidr, parseIp, prefixLength, sameIp } from './addresses.js';
+import { KeyedMutex } from '../util/keyed-mutex.js';
+import {
+  contains,
+  firstFreeBlock,
+  firstHost,
+  networkOf,
+  parseCidr,
+  parseIp,
+  prefixLength,
+  sameIp,
+} from './addresses.js';
 import { explained } from './explain.js';
-import { DEVICE_OWNER, isKuryrPortOwner, subnetPoolName, UNBOUND_PORT_NAME } from './naming.js';
-import { formatPoolId, type NeutronView, parsePoolId } from './neutron-view.js';
+import {
+  DEVICE_OWNER,
+  dockerIdTags,
+  EXISTING_POOL_TAG,
+  EXISTING_PORT_TAG,
+  IP_RANGE_MARK,
+  isKuryrPortOwner,
+  isKuryrSubnet,
+  subnetPoolName,
+  UNBOUND_PORT_NAME,
+} from './naming.js';
+import { formatPoolId, type NeutronView, type PoolRef, parsePoolId } from './neutron-view.js';
+import { parseNeutronOptions } from './options.js';
 
 export interface IpamSettings {
   localAddressSpace: string;
   globalAddressSpace: string;
   subnetpoolNamePrefix: string;
+  defaultSubnetpools: { 4: string; 6: string };
+  /** Tell Docker to replay RequestPool/RequestAddress after a daemon restart (and answer them idempotently). */
+  requestReplay: boolean;
 }
 
 export class NeutronIpam implements IpamDriver {
+  /** Carving from a shared pool is check-then-reserve: one at a time per pool. */
+  private readonly carveLocks = new KeyedMutex();
+  /** CIDRs handed to Docker from shared pools whose subnet may not exist yet. */
+  private readonly reserved = new Map<string, Set<string>>();
+
   constructor(
     private readonly view: NeutronView,
     private readonly settings: IpamSettings,
@@ -37,8 +70,9 @@ export class NeutronIpam implements IpamDriver {
   }
 
   async getCapabilities(): Promise<IpamCapabilitiesResponse> {
-    // Docker then generates each endpoint's MAC up front, so the Neutron port gets it at creation.
-    return { RequiresMACAddress: true, RequiresRequestReplay: false };
+    // With RequiresMACAddress Docker generates each endpoint's MAC before RequestAddress, so the
+    // port gets it at creation and a dual-stack endpoint's two requests can be matched by it.
+    return { RequiresMACAddress: true, RequiresRequestReplay: this.settings.requestReplay };
   }
 
   async getDefaultAddressSpaces(): Promise<AddressSpacesResponse> {
@@ -48,52 +82,197 @@ export class NeutronIpam implements IpamDriver {
     };
   }
 
+  // ------------------------------------------------------------------ pools
   async requestPool(req: RequestPoolRequest): Promise<RequestPoolResponse> {
-    if (!req.Pool) {
-      throw new InvalidRequestError(
-        'no --subnet given: kuryr needs an explicit subnet, e.g. docker network create -d kuryr --ipam-driver kuryr --subnet 10.0.0.0/24 NAME',
-      );
+    const opts = parseNeutronOptions(req.Options, '--ipam-opt');
+    const family = req.V6 ? 6 : 4;
+    let cidr: string | undefined;
+    if (req.Pool) {
+      const parsed = parseCidr(req.Pool, 'Pool (--subnet)');
+      if (parsed.version !== family) {
+        throw new InvalidRequestError(
+          `--subnet ${req.Pool} is IPv${parsed.version} but Docker asked for an IPv${family} pool`,
+        );
+      }
+      cidr = networkOf(req.Pool);
     }
-    const parsed = parseCidr(req.Pool, 'Pool (--subnet)');
-    if ((parsed.version === 6) !== Boolean(req.V6)) {
-      throw new InvalidRequestError(
-        `Pool ${req.Pool} is IPv${parsed.version} but Docker asked for an IPv${req.V6 ? 6 : 4} pool`,
-      );
-    }
+    let ipRange: string | undefined;
     if (req.SubPool) {
-      throw new InvalidRequestError('--ip-range is not supported yet: omit it; the whole --subnet is used');
+      if (
+        !cidr ||
+        parseCidr(req.SubPool, 'SubPool (--ip-range)').version !== family ||
+        !contains(cidr, req.SubPool.split('/')[0] ?? '')
+      ) {
+        throw new InvalidRequestError(`--ip-range ${req.SubPool} must lie inside --subnet ${req.Pool}`);
+      }
+      ipRange = networkOf(req.SubPool);
     }
-    const cidr = networkOf(req.Pool);
-    const pool = await explained(`creating Neutron subnetpool for ${cidr}`, () =>
+
+    const subnetRef = opts.subnet[family];
+    if (subnetRef) {
+      if (ipRange)
+        throw new InvalidRequestError(
+          '--ip-range cannot be combined with neutron.subnet.*: the existing subnet has its own allocation pools',
+        );
+      const subnet = await this.view.findByRef('subnets', subnetRef);
+      if (subnet.ip_version !== family)
+        throw new InvalidRequestError(
+          `Neutron subnet ${subnet.id} is IPv${subnet.ip_version}, not IPv${family}`,
+        );
+      if (cidr && cidr !== subnet.cidr)
+        throw new InvalidRequestError(
+          `--subnet ${cidr} differs from Neutron subnet ${subnet.id}'s CIDR ${subnet.cidr}`,
+        );
+      return { PoolID: formatPoolId({ kind: 'subnet', subnetId: subnet.id }), Pool: subnet.cidr, Data: {} };
+    }
+
+    const sharedRef =
+      opts.pool[family] ?? (cidr ? undefined : { name: this.settings.defaultSubnetpools[family] });
+    if (sharedRef) {
+      if (ipRange) throw new InvalidRequestError('--ip-range cannot be combined with neutron.pool.*');
+      const pool = await this.sharedPool(sharedRef, family, !opts.pool[family]);
+      const carved = cidr ?? (await this.carve(pool));
+      if (
+        cidr &&
+        !pool.prefixes.some(
+          (p) => contains(p, cidr.split('/')[0] ?? '') && prefixLength(cidr) >= prefixLength(p),
+        )
+      ) {
+        throw new InvalidRequestError(
+          `--subnet ${cidr} is not inside Neutron subnetpool ${pool.name} (${pool.prefixes.join(', ')})`,
+        );
+      }
+      return {
+        PoolID: formatPoolId({ kind: 'carved', subnetpoolId: pool.id, cidr: carved }),
+        Pool: carved,
+        Data: {},
+      };
+    }
+
+    const poolCidr = cidr as string;
+    const name = subnetPoolName(this.settings.subnetpoolNamePrefix, poolCidr);
+    const description = ipRange ? `${IP_RANGE_MARK}${ipRange}` : '';
+    if (this.settings.requestReplay) {
+      // Docker replays the same request after a restart: answer with the same pool.
+      const same = (await this.neutron.list('subnetpools', { name })).filter(
+        (p) => (p.description ?? '') === description,
+      );
+      if (same.length === 1 && same[0]) return { PoolID: same[0].id, Pool: poolCidr, Data: {} };
+    }
+    const pool = await explained(`creating a Neutron subnetpool for ${poolCidr}`, () =>
       this.neutron.create('subnetpools', {
-        name: subnetPoolName(this.settings.subnetpoolNamePrefix, cidr),
-        prefixes: [cidr],
-        default_prefixlen: parsed.prefixLength,
-        min_prefixlen: parsed.prefixLength,
+        name,
+        description,
+        prefixes: [poolCidr],
+        default_prefixlen: prefixLength(poolCidr),
+        min_prefixlen: prefixLength(poolCidr),
+        ...(opts.shared !== undefined ? { shared: opts.shared } : {}),
       }),
     );
     this.view.rememberSubnetpool(pool);
-    return { PoolID: pool.id, Pool: cidr, Data: {} };
+    return { PoolID: pool.id, Pool: poolCidr, Data: {} };
+  }
+
+  private async sharedPool(
+    ref: { uuid?: string; name?: string },
+    family: 4 | 6,
+    isDefault: boolean,
+  ): Promise<SubnetPool> {
+    let pool: SubnetPool;
+    try {
+      pool = await this.view.findByRef('subnetpools', ref);
+    } catch (err) {
+      if (!isDefault || !(err instanceof InvalidRequestError)) throw err;
+      const example =
+        family === 4
+          ? '--pool-prefix 10.10.0.0/16 --default-prefix-length 24'
+          : '--pool-prefix fd00:10::/48 --default-prefix-length 64';
+      throw new InvalidRequestError(
+        `no --subnet given and the default Neutron subnetpool '${ref.name}' does not exist. Create it ` +
+          `(openstack subnet pool create ${example} ${ref.name}), set [neutron] default_subnetpool_v${family}, or pass --subnet`,
+      );
+    }
+    if (Number(pool.ip_version) !== family) {
+      throw new InvalidRequestError(
+        `Neutron subnetpool ${pool.name} is IPv${pool.ip_version}, not IPv${family}`,
+      );
+    }
+    this.view.rememberSubnetpool(pool);
+    return pool;
+  }
+
+  /** A free block of the pool's default prefix length, reserved until ReleasePool. */
+  private carve(pool: SubnetPool): Promise<string> {
+    return this.carveLocks.run(pool.id, async () => {
+      const used = (await this.neutron.list('subnets', { subnetpool_id: pool.id, fields: ['cidr'] })).map(
+        (s) => s.cidr,
+      );
+      const reserved = this.reserved.get(pool.id) ?? new Set<string>();
+      const cidr = firstFreeBlock(pool.prefixes, Number(pool.default_prefixlen), [...used, ...reserved]);
+      if (!cidr) {
+        throw new InvalidRequestError(
+          `Neutron subnetpool ${pool.name} has no free /${pool.default_prefixlen} left (${pool.prefixes.join(', ')}): add a prefix or pass --subnet`,
+        );
+      }
+      this.reserved.set(pool.id, reserved.add(cidr));
+      return cidr;
+    });
   }
 
   async releasePool(req: PoolIdRequest): Promise<EmptyResponse> {
     const ref = parsePoolId(req.PoolID);
-    const subnets = await this.neutron.list('subnets', { subnetpool_id: ref.subnetpoolId, cidr: ref.cidr });
-    for (const subnet of subnets) {
-      await explained(
-        `deleting Neutron subnet ${subnet.id} (${subnet.cidr}) of Docker pool ${req.PoolID}`,
-        () => this.neutron.delete('subnets', subnet.id),
-      );
-    }
-    if (!ref.cidr) {
-      await explained(`deleting Neutron subnetpool ${ref.subnetpoolId}`, () =>
-        this.neutron.delete('subnetpools', ref.subnetpoolId),
-      );
-    }
     this.view.forgetPool(ref);
+    if (ref.kind === 'subnet') return {}; // the user's subnet: theirs to keep
+    if (ref.kind === 'carved') this.reserved.get(ref.subnetpoolId)?.delete(ref.cidr);
+    const cidr = ref.kind === 'carved' ? ref.cidr : undefined;
+    const [fromPool, adopted] = await Promise.all([
+      this.neutron.list('subnets', { subnetpool_id: ref.subnetpoolId, cidr }),
+      ref.kind === 'own'
+        ? this.neutron.list('subnets', { tags: req.PoolID })
+        : Promise.resolve([] as Subnet[]),
+    ]);
+    for (const subnet of fromPool.filter(isKuryrSubnet)) await this.deleteSubnet(subnet, req.PoolID);
+    for (const subnet of adopted) {
+      await this.neutron.setTags(
+        'subnets',
+        subnet.id,
+        subnet.tags.filter((t) => t !== req.PoolID),
+      );
+    }
+    if (ref.kind === 'own') {
+      const pool = await this.neutron.get('subnetpools', ref.subnetpoolId).catch(() => undefined);
+      // kuryr-libnetwork marks user pools it used; those stay.
+      if (pool && !pool.tags.includes(EXISTING_POOL_TAG)) {
+        await explained(`deleting Neutron subnetpool ${pool.id}`, () =>
+          this.neutron.delete('subnetpools', pool.id),
+        );
+      }
+    }
     return {};
   }
 
+  /**
+   * Deletes a subnet kuryr made. Docker releases the pool only when no endpoint uses it, so kuryr
+   * ports still on the subnet are leftovers of a crash: they go first.
+   */
+  private async deleteSubnet(subnet: Subnet, poolId: string): Promise<void> {
+    try {
+      await this.neutron.delete('subnets', subnet.id);
+    } catch (err) {
+      if (!(err instanceof NeutronApiError && err.type === 'SubnetInUse')) throw err;
+      const ports = await this.neutron.list('ports', {
+        network_id: subnet.network_id,
+        fixed_ips: `subnet_id=${subnet.id}`,
+      });
+      for (const p of ports.filter((p) => isKuryrPortOwner(p.device_owner)))
+        await this.neutron.delete('ports', p.id);
+      await explained(`deleting Neutron subnet ${subnet.id} (${subnet.cidr}) of Docker pool ${poolId}`, () =>
+        this.neutron.delete('subnets', subnet.id),
+      );
+    }
+  }
+
+  // ------------------------------------------------------------------ addresses
   async requestAddress(req: RequestAddressRequest): Promise<RequestAddressResponse> {
     const ref = parsePoolId(req.PoolID);
     const options = req.Options ?? {};
@@ -103,39 +282,78 @@ export class NeutronIpam implements IpamDriver {
     }
     const subnet = await this.view.subnetForPool(ref);
     if (!subnet) {
+      // Before CreateNetwork the only addresses Docker asks for are --aux-address reservations:
+      // CreateNetwork keeps them out of the subnet's allocation pools.
+      const cidr = await this.view.poolCidr(ref);
+      if (wanted && contains(cidr, wanted)) return { Address: `${wanted}/${prefixLength(cidr)}`, Data: {} };
       throw new InvalidRequestError(
-        `Docker pool ${req.PoolID} has no Neutron subnet yet: its network was not created with -d kuryr`,
+        `Docker pool ${req.PoolID} has no Neutron subnet: its network was not created with -d kuryr`,
       );
     }
     if (wanted && !contains(subnet.cidr, wanted)) {
       throw new InvalidRequestError(`address ${wanted} is outside the network's subnet ${subnet.cidr}`);
     }
-    const mac = options[OptionKeys.macAddress];
-    const port = await explained(
-      `creating a Neutron port for ${wanted ?? 'an address'} in subnet ${subnet.id} (${subnet.cidr})`,
-      () =>
-        this.neutron.create('ports', {
-          network_id: subnet.network_id,
-          name: UNBOUND_PORT_NAME,
-          device_owner: DEVICE_OWNER,
-          admin_state_up: true,
-          fixed_ips: [wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id }],
-          ...(mac ? { mac_address: mac } : {}),
-        }),
-    );
+    const mac = options[OptionKeys.macAddress]?.toLowerCase();
+    const doing = `creating a Neutron port for ${wanted ?? 'an address'} in subnet ${subnet.id} (${subnet.cidr})`;
+    let port: Port;
+    try {
+      port = await this.neutron.create('ports', {
+        network_id: subnet.network_id,
+        name: UNBOUND_PORT_NAME,
+        device_owner: DEVICE_OWNER,
+        admin_state_up: true,
+        fixed_ips: [wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id }],
+        ...(mac ? { mac_address: mac } : {}),
+      });
+    } catch (err) {
+      if (!(err instanceof NeutronApiError)) throw err;
+      const reused = await this.reuseHolder(err, subnet, wanted, mac);
+      if (!reused) throw err.explain(doing, undefined);
+      port = reused;
+    }
     const ip = port.fixed_ips.find((f) => f.subnet_id === subnet.id)?.ip_address;
-    if (!ip)
-      throw new InvalidRequestError(
-        `Neutron created port ${port.id} without an address in subnet ${subnet.id}`,
-      );
+    if (!ip) throw new InvalidRequestError(`Neutron port ${port.id} has no address in subnet ${subnet.id}`);
     return { Address: `${ip}/${prefixLength(subnet.cidr)}`, Data: {} };
   }
 
+  /**
+   * When the port cannot be created because its address or MAC is taken, the holder may be ours
+   * to use: the unbound port of the same endpoint's other address family (dual stack: Docker asks
+   * once per family with the same MAC), a user's free port handed over with --ip, or (replay mode)
+   * the port Docker already got for this address before it restarted.
+   */
+  private async reuseHolder(
+    err: NeutronApiError,
+    subnet: Subnet,
+    wanted?: string,
+    mac?: string,
+  ): Promise<Port | undefined> {
+    if (err.type === 'MacAddressInUse' && mac) {
+      const [sibling] = await this.neutron.list('ports', { network_id: subnet.network_id, mac_address: mac });
+      if (!sibling || sibling.device_id || !isKuryrPortOwner(sibling.device_owner)) return undefined;
+      if (sibling.fixed_ips.some((f) => f.subnet_id === subnet.id)) return sibling;
+      const fixedIps = [
+        ...sibling.fixed_ips,
+        wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id },
+      ];
+      return explained(`adding an address in subnet ${subnet.cidr} to dual-stack port ${sibling.id}`, () =>
+        this.neutron.update('ports', sibling.id, { fixed_ips: fixedIps }),
+      );
+    }
+    if (err.type === 'IpAddressAlreadyAllocated' && wanted) {
+      const [holder] = await this.view.portsWithAddress(subnet, wanted);
+      if (!holder) return undefined;
+      if (!holder.device_id && !holder.device_owner) {
+        await this.neutron.setTags('ports', holder.id, [...holder.tags, EXISTING_PORT_TAG]);
+        return { ...holder, tags: [...holder.tags, EXISTING_PORT_TAG] };
+      }
+      if (this.settings.requestReplay && isKuryrPortOwner(holder.device_owner)) return holder;
+    }
+    return undefined;
+  }
+
   /** The gateway is the subnet's gateway_ip; before the subnet exists, the requested or first address. */
-  private async gatewayAddress(
-    ref: Parameters<NeutronView['poolCidr']>[0],
-    wanted: string | undefined,
-  ): Promise<string> {
+  private async gatewayAddress(ref: PoolRef, wanted: string | undefined): Promise<string> {
     const cidr = await this.view.poolCidr(ref);
     const len = prefixLength(cidr);
     if (wanted && !contains(cidr, wanted))
@@ -144,7 +362,7 @@ export class NeutronIpam implements IpamDriver {
     if (subnet?.gateway_ip) {
       if (wanted && !sameIp(wanted, subnet.gateway_ip)) {
         throw new InvalidRequestError(
-          `gateway ${wanted} differs from the Neutron subnet's gateway_ip ${subnet.gateway_ip}`,
+          `--gateway ${wanted} differs from the Neutron subnet's gateway_ip ${subnet.gateway_ip}`,
         );
       }
       return `${subnet.gateway_ip}/${len}`;
@@ -157,12 +375,32 @@ export class NeutronIpam implements IpamDriver {
     const ip = parseIp(req.Address.split('/')[0] ?? req.Address, 'Address');
     const subnet = await this.view.subnetForPool(ref);
     if (!subnet || (subnet.gateway_ip && sameIp(subnet.gateway_ip, ip))) return {}; // gone, or the gateway (no port)
-    const ports = await this.view.portsWithAddress(subnet, ip);
-    // Only ports kuryr made: never a port a user created and handed to Docker.
-    for (const port of ports.filter((p) => isKuryrPortOwner(p.device_owner))) {
-      await explained(`deleting Neutron port ${port.id} (${ip}) of Docker pool ${formatPoolId(ref)}`, () =>
-        this.neutron.delete('ports', port.id),
-      );
+    for (const port of await this.view.portsWithAddress(subnet, ip)) {
+      const doing = `releasing ${ip} (Neutron port ${port.id}) of Docker pool ${req.PoolID}`;
+      if (port.tags.includes(EXISTING_PORT_TAG)) {
+        // A user's port: hand it back as we found it.
+        await explained(doing, async () => {
+          await this.neutron.update('ports', port.id, {
+            device_owner: '',
+            device_id: '',
+            'binding:host_id': '',
+          });
+          const ours = new Set([EXISTING_PORT_TAG, ...dockerIdTags(port.device_id)]);
+          await this.neutron.setTags(
+            'ports',
+            port.id,
+            port.tags.filter((t) => !ours.has(t)),
+          );
+        });
+      } else if (!isKuryrPortOwner(port.device_owner)) {
+        // not ours: never touch it
+      } else if (port.fixed_ips.length > 1) {
+        // Dual stack: Docker releases each family separately; the port goes with the last one.
+        const rest = port.fixed_ips.filter((f) => !(f.subnet_id === subnet.id && sameIp(f.ip_address, ip)));
+        await explained(doing, () => this.neutron.update('ports', port.id, { fixed_ips: rest }));
+      } else {
+        await explained(doing, () => this.neutron.delete('ports', port.id));
+      }
     }
     return {};
   }

@@ -21,7 +21,7 @@ export function networkName(dockerNetworkId: string): string {
 }
 
 export function subnetName(cidr: string): string {
-  return `kuryr-subnet-${cidr}`;
+  return `${SUBNET_NAME_PREFIX}${cidr}`;
 }
 
 export function subnetPoolName(prefix: string, cidr: string): string {
@@ -34,4 +34,23 @@ export function endpointPortName(endpointId: string): string {
 
 export function isKuryrPortOwner(owner: string): boolean {
   return owner === DEVICE_OWNER || owner === LEGACY_DEVICE_OWNER;
+}
+
+/** kuryr-libnetwork's marks for user resources it used but must not delete. */
+export const EXISTING_NET_TAG_PREFIX = 'kuryr.net.existing:';
+export const EXISTING_PORT_TAG = 'kuryr.port.existing';
+export const EXISTING_POOL_TAG = 'kuryr.subnetpool.existing';
+
+export function existingNetworkTag(dockerNetworkId: string): string {
+  return EXISTING_NET_TAG_PREFIX + dockerNetworkId.slice(0, 12);
+}
+
+/** Subnetpool description marking the Docker --ip-range (Docker's CreateNetwork does not carry it). */
+export const IP_RANGE_MARK = 'kuryr:ip-range=';
+
+const SUBNET_NAME_PREFIX = 'kuryr-subnet-';
+
+/** Subnets kuryr (or kuryr-libnetwork) created, as opposed to a user's. */
+export function isKuryrSubnet(subnet: { name: string }): boolean {
+  return subnet.name.startsWith(SUBNET_NAME_PREFIX);
 }

@@ -3,34 +3,49 @@
 // network's Neutron network ID and MTU, a pool's prefix, a pool's subnet) are remembered; anything
 // else is read fresh. A cache miss always falls back to Neutron, so a restart loses nothing.
 import type { NeutronClient } from '../neutron/client.js';
-import type { Network, Port, Subnet, SubnetPool } from '../neutron/types.js';
+import { NeutronApiError } from '../neutron/errors.js';
+import type { Collection, Network, Port, ResourceMap, Subnet, SubnetPool } from '../neutron/types.js';
 import { InvalidRequestError, NotFoundError } from '../util/errors.js';
 import { dockerIdTags } from './naming.js';
+import { describeRef, type ResourceRef } from './options.js';
 
 /**
- * Docker's PoolID: the Neutron subnetpool ID, plus "/<cidr>" when the Docker pool is one subnet
- * carved out of a larger, shared subnetpool (default pools, neutron.pool.* options).
+ * Docker's PoolID, one of:
+ *  - `<subnetpool-id>`: a subnetpool kuryr made for one `--subnet` (also kuryr-libnetwork's form);
+ *  - `<subnetpool-id>/<cidr>`: one subnet carved out of a shared subnetpool (default pools,
+ *    `neutron.pool.*`);
+ *  - `subnet:<subnet-id>`: an existing Neutron subnet (`neutron.subnet.*`).
  */
-export interface PoolRef {
-  subnetpoolId: string;
-  cidr?: string;
-}
+export type PoolRef =
+  | { kind: 'own'; subnetpoolId: string }
+  | { kind: 'carved'; subnetpoolId: string; cidr: string }
+  | { kind: 'subnet'; subnetId: string };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const SUBNET_PREFIX = 'subnet:';
 
 export function parsePoolId(poolId: string): PoolRef {
+  const bad = () => new InvalidRequestError(`PoolID '${poolId}' was not issued by kuryr`);
+  if (poolId.startsWith(SUBNET_PREFIX)) {
+    const subnetId = poolId.slice(SUBNET_PREFIX.length);
+    if (!UUID.test(subnetId)) throw bad();
+    return { kind: 'subnet', subnetId };
+  }
   const slash = poolId.indexOf('/');
   const subnetpoolId = slash < 0 ? poolId : poolId.slice(0, slash);
-  if (!UUID.test(subnetpoolId)) {
-    throw new InvalidRequestError(
-      `PoolID '${poolId}' was not issued by kuryr: expected a Neutron subnetpool ID`,
-    );
-  }
-  return slash < 0 ? { subnetpoolId } : { subnetpoolId, cidr: poolId.slice(slash + 1) };
+  if (!UUID.test(subnetpoolId)) throw bad();
+  return slash < 0
+    ? { kind: 'own', subnetpoolId }
+    : { kind: 'carved', subnetpoolId, cidr: poolId.slice(slash + 1) };
 }
 
 export function formatPoolId(ref: PoolRef): string {
-  return ref.cidr ? `${ref.subnetpoolId}/${ref.cidr}` : ref.subnetpoolId;
+  if (ref.kind === 'subnet') return SUBNET_PREFIX + ref.subnetId;
+  return ref.kind === 'carved' ? `${ref.subnetpoolId}/${ref.cidr}` : ref.subnetpoolId;
+}
+
+function notFound(err: unknown, message: string): never {
+  throw err instanceof NeutronApiError && err.isNotFound ? new NotFoundError(message) : err;
 }
 
 export class NeutronView {
@@ -40,20 +55,47 @@ export class NeutronView {
 
   constructor(readonly neutron: NeutronClient) {}
 
+  // ------------------------------------------------------------------ user-named resources
+  /** A network, subnet or subnetpool the user named with a neutron.* option: must exist, once. */
+  async findByRef<C extends 'networks' | 'subnets' | 'subnetpools'>(
+    collection: C,
+    ref: ResourceRef,
+  ): Promise<ResourceMap[C]> {
+    const kind = collection.replace(/s$/, '');
+    if (ref.uuid) {
+      return this.neutron
+        .get(collection, ref.uuid)
+        .catch((err) => notFound(err, `${describeRef(kind, ref)} does not exist`));
+    }
+    const found = await this.neutron.list(collection as Collection, { name: ref.name });
+    if (found.length !== 1) {
+      throw new InvalidRequestError(
+        found.length === 0
+          ? `${describeRef(kind, ref)} does not exist`
+          : `${found.length} Neutron ${kind}s are named '${ref.name}': use neutron.${kind === 'subnetpool' ? 'pool' : kind === 'network' ? 'net' : kind}.uuid`,
+      );
+    }
+    return found[0] as ResourceMap[C];
+  }
+
   // ------------------------------------------------------------------ networks
   /** The Neutron network tagged with this Docker network ID, if any. */
   async networkFor(dockerNetworkId: string): Promise<Network | undefined> {
     const cached = this.networks.get(dockerNetworkId);
     if (cached) return cached;
-    const found = await this.neutron.list('networks', { tags: dockerIdTags(dockerNetworkId).join(',') });
+    const found = await this.taggedNetworks(dockerNetworkId);
     if (found.length > 1) {
       throw new NotFoundError(
-        `Docker network ${dockerNetworkId} maps to ${found.length} Neutron networks (${found.map((n) => n.id).join(', ')}); ` +
-          'remove the extra kuryr.net.uuid tags so exactly one remains',
+        `Docker network ${dockerNetworkId.slice(0, 12)} maps to ${found.length} Neutron networks (${found.map((n) => n.id).join(', ')}); ` +
+          'remove the kuryr.net.uuid tags from all but one',
       );
     }
     if (found[0]) this.networks.set(dockerNetworkId, found[0]);
     return found[0];
+  }
+
+  taggedNetworks(dockerNetworkId: string): Promise<Network[]> {
+    return this.neutron.list('networks', { tags: dockerIdTags(dockerNetworkId).join(',') });
   }
 
   async requireNetworkFor(dockerNetworkId: string): Promise<Network> {
@@ -79,11 +121,9 @@ export class NeutronView {
   async subnetpool(id: string): Promise<SubnetPool> {
     const cached = this.pools.get(id);
     if (cached) return cached;
-    const pool = await this.neutron.get('subnetpools', id).catch((err) => {
-      throw (err as { isNotFound?: boolean }).isNotFound
-        ? new NotFoundError(`Neutron subnetpool ${id} (Docker PoolID) no longer exists`)
-        : err;
-    });
+    const pool = await this.neutron
+      .get('subnetpools', id)
+      .catch((err) => notFound(err, `Neutron subnetpool ${id} (a Docker PoolID) no longer exists`));
     this.pools.set(id, pool);
     return pool;
   }
@@ -94,31 +134,49 @@ export class NeutronView {
 
   /** The CIDR Docker sees for this pool. */
   async poolCidr(ref: PoolRef): Promise<string> {
-    if (ref.cidr) return ref.cidr;
-    const pool = await this.subnetpool(ref.subnetpoolId);
-    const prefix = pool.prefixes[0];
-    if (!prefix) throw new NotFoundError(`Neutron subnetpool ${pool.id} has no prefixes`);
+    if (ref.kind === 'subnet') return (await this.subnet(ref.subnetId)).cidr;
+    if (ref.kind === 'carved') return ref.cidr;
+    const prefix = (await this.subnetpool(ref.subnetpoolId)).prefixes[0];
+    if (!prefix) throw new NotFoundError(`Neutron subnetpool ${ref.subnetpoolId} has no prefixes`);
     return prefix;
   }
 
-  /** The Neutron subnet created for this Docker pool, once CreateNetwork has made it. */
+  async subnet(id: string): Promise<Subnet> {
+    return this.neutron
+      .get('subnets', id)
+      .catch((err) => notFound(err, `Neutron subnet ${id} no longer exists`));
+  }
+
+  /**
+   * The Neutron subnet serving this Docker pool, once CreateNetwork has made (or adopted) it:
+   * by subnetpool (kuryr's and kuryr-libnetwork's subnets), else by the PoolID tag that marks an
+   * adopted pre-existing subnet.
+   */
   async subnetForPool(ref: PoolRef): Promise<Subnet | undefined> {
     const key = formatPoolId(ref);
     const cached = this.poolSubnets.get(key);
     if (cached) return cached;
-    const subnets = await this.neutron.list('subnets', { subnetpool_id: ref.subnetpoolId, cidr: ref.cidr });
-    // A pool we created holds one subnet; a shared pool is narrowed by cidr.
-    const subnet = subnets[0];
+    let subnet: Subnet | undefined;
+    if (ref.kind === 'subnet') {
+      subnet = await this.neutron.get('subnets', ref.subnetId).catch((err) => {
+        if (err instanceof NeutronApiError && err.isNotFound) return undefined;
+        throw err;
+      });
+    } else {
+      const cidr = ref.kind === 'carved' ? ref.cidr : undefined;
+      subnet = (await this.neutron.list('subnets', { subnetpool_id: ref.subnetpoolId, cidr }))[0];
+      subnet ??= (await this.neutron.list('subnets', { tags: key }))[0];
+    }
     if (subnet) this.poolSubnets.set(key, subnet);
     return subnet;
   }
 
   forgetPool(ref: PoolRef): void {
     this.poolSubnets.delete(formatPoolId(ref));
-    if (!ref.cidr) this.pools.delete(ref.subnetpoolId);
+    if (ref.kind === 'own') this.pools.delete(ref.subnetpoolId);
   }
 
-  /** Drops cached subnets of a Neutron network (it is being deleted). */
+  /** Drops cached subnets of a Neutron network (it is being deleted or released). */
   forgetSubnetsOf(networkId: string): void {
     for (const [key, subnet] of this.poolSubnets)
       if (subnet.network_id === networkId) this.poolSubnets.delete(key);

@@ -46,6 +46,9 @@ export const OPTIONS = {
     listen_tcp: { kind: 'bool', default: false },
     spec_dir: { kind: 'string', default: '/etc/docker/plugins' },
     host: { kind: 'string', default: '' },
+    // Ours: set IpamDriver RequiresRequestReplay, so Docker replays pool and address requests
+    // after it restarts. Two Docker networks then cannot share one CIDR (replays are keyed by it).
+    ipam_request_replay: { kind: 'bool', default: false },
   },
   neutron: {
     auth_type: { kind: { choices: AUTH_TYPES }, default: 'password' },
@@ -81,6 +84,10 @@ export const OPTIONS = {
     // Ours: Join waits (bounded) for Neutron to report the port ACTIVE, so the container's network
     // works when its process starts. 0 = do not wait. [neutron] vif_plugging_timeout > 0 overrides.
     active_wait_timeout: { kind: 'float', default: 20 },
+    // Ours: the OVS integration bridge for vif_type ovs (vif_details.bridge_name wins), and the
+    // deadline for kuryr-lib style bind/unbind scripts in [DEFAULT] bindir.
+    ovs_bridge: { kind: 'string', default: 'br-int' },
+    script_timeout: { kind: 'float', default: 30 },
   },
 } as const satisfies Record<string, Record<string, OptionSpec>>;
 

@@ -10,6 +10,7 @@ export interface Network {
   tags: string[];
   project_id?: string;
   admin_state_up?: boolean;
+  created_at?: string;
 }
 
 export interface HostRoute {
@@ -38,6 +39,7 @@ export interface SubnetPool {
   ip_version: 4 | 6;
   /** Neutron returns prefix lengths as strings ("24") although they are sent as numbers. */
   default_prefixlen: string | number;
+  description?: string;
   shared?: boolean;
   tags: string[];
 }
@@ -69,7 +71,18 @@ export interface Port {
 export interface SecurityGroup {
   id: string;
   name: string;
+  description?: string;
   tags: string[];
+}
+
+export interface SecurityGroupRule {
+  id: string;
+  security_group_id: string;
+  direction: 'ingress' | 'egress';
+  ethertype: 'IPv4' | 'IPv6';
+  protocol: string | null;
+  port_range_min: number | null;
+  port_range_max: number | null;
 }
 
 export interface Extension {
@@ -92,6 +105,7 @@ export interface ResourceMap {
   subnetpools: SubnetPool;
   ports: Port;
   'security-groups': SecurityGroup;
+  'security-group-rules': SecurityGroupRule;
   extensions: Extension;
   agents: Agent;
 }
@@ -104,6 +118,7 @@ export const singular: Record<Collection, string> = {
   subnetpools: 'subnetpool',
   ports: 'port',
   'security-groups': 'security_group',
+  'security-group-rules': 'security_group_rule',
   extensions: 'extension',
   agents: 'agent',
 };
@@ -115,6 +130,7 @@ export const pluralKey: Record<Collection, string> = {
   subnetpools: 'subnetpools',
   ports: 'ports',
   'security-groups': 'security_groups',
+  'security-group-rules': 'security_group_rules',
   extensions: 'extensions',
   agents: 'agents',
 };
