@@ -17,12 +17,17 @@ const HINTS: Record<string, string> = {
   PolicyNotAuthorized: "kuryr's Neutron user needs the admin role (binding:host_id is admin-only)",
 };
 
+/** A Neutron error with what we were doing and, where we know one, what the user can do. */
+export function explainNeutron(err: NeutronApiError, doing: string, hint?: string): NeutronApiError {
+  return err.explain(doing, hint ?? HINTS[err.type]);
+}
+
 /** Runs a Neutron operation; on failure rethrows with context and a hint. */
 export async function explained<T>(doing: string, op: () => Promise<T>): Promise<T> {
   try {
     return await op();
   } catch (err) {
-    if (err instanceof NeutronApiError) throw err.explain(doing, HINTS[err.type]);
+    if (err instanceof NeutronApiError) throw explainNeutron(err, doing);
     throw err;
   }
 }

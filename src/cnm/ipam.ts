@@ -30,7 +30,7 @@ import {
   prefixLength,
   sameIp,
 } from './addresses.js';
-import { explained } from './explain.js';
+import { explained, explainNeutron } from './explain.js';
 import {
   DEVICE_OWNER,
   dockerIdTags,
@@ -308,7 +308,7 @@ export class NeutronIpam implements IpamDriver {
     } catch (err) {
       if (!(err instanceof NeutronApiError)) throw err;
       const reused = await this.reuseHolder(err, subnet, wanted, mac);
-      if (!reused) throw err.explain(doing, undefined);
+      if (!reused) throw explainNeutron(err, doing);
       port = reused;
     }
     const ip = port.fixed_ips.find((f) => f.subnet_id === subnet.id)?.ip_address;

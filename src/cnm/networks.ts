@@ -7,7 +7,7 @@ import type { Network, Subnet, SubnetPool } from '../neutron/types.js';
 import { InvalidRequestError } from '../util/errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { allocationPools, contains, networkOf, parseCidr, stripPrefix } from './addresses.js';
-import { explained } from './explain.js';
+import { explained, explainNeutron } from './explain.js';
 import {
   dockerIdTags,
   existingNetworkTag,
@@ -195,11 +195,12 @@ export class Networks {
       } catch (err) {
         if (!(err instanceof NeutronApiError)) throw err;
         if (!POOL_REFUSED.has(err.type))
-          throw err.explain(`creating Neutron subnet ${cidr} on network ${net.id}`);
+          throw explainNeutron(err, `creating Neutron subnet ${cidr} on network ${net.id}`);
         lastError = err;
       }
     }
-    throw (lastError as NeutronApiError).explain(
+    throw explainNeutron(
+      lastError as NeutronApiError,
       `creating Neutron subnet ${cidr}: every candidate subnetpool refused it`,
     );
   }
@@ -263,7 +264,8 @@ export class Networks {
         (p) => !isKuryrPortOwner(p.device_owner) && !p.device_owner.startsWith('network:'),
       );
       if (foreign.length) {
-        throw err.explain(
+        throw explainNeutron(
+          err,
           `deleting Neutron network ${net.id}`,
           `Ports not made by kuryr use it: ${foreign.map((p) => p.id).join(', ')}`,
         );
