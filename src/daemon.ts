@@ -1,19 +1,22 @@
 // Wires config → Neutron client → CNM translation → Docker protocol server, and owns the listener
 // lifecycle: one daemon per socket, graceful shutdown that finishes in-flight calls.
-import { chmodSync, existsSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { createHostBinder } from './binding/index.js';
+import type { EndpointHooks } from './cnm/endpoints.js';
 import { NeutronIpam } from './cnm/ipam.js';
 import { NeutronNetworkDriver } from './cnm/network.js';
 import { NeutronView } from './cnm/neutron-view.js';
 import type { Config } from './config/config.js';
 import type { IpamDriver, NetworkDriver } from './docker/protocol.js';
-import { buildServer } from './docker/server.js';
+import { buildServer, type CallObserver } from './docker/server.js';
 import type { NeutronClient } from './neutron/client.js';
 import { createNeutronClient } from './neutron/from-config.js';
+import { Metrics, serveMetrics } from './observability/metrics.js';
 import { errorMessage } from './util/errors.js';
 
 export interface Daemon {
@@ -26,21 +29,22 @@ export interface Daemon {
 export function buildDrivers(
   config: Config,
   neutron: NeutronClient,
-  logger: Logger,
+  hooks: EndpointHooks,
 ): { network: NetworkDriver; ipam: IpamDriver } {
   const view = new NeutronView(neutron);
   const defaultSubnetpools = {
     4: config.neutron.default_subnetpool_v4,
     6: config.neutron.default_subnetpool_v6,
   };
+  const binder = createHostBinder({
+    host: config.DEFAULT.host,
+    bindir: config.DEFAULT.bindir,
+    ovsBridge: config.binding.ovs_bridge,
+    scriptTimeoutMs: config.binding.script_timeout * 1000,
+  });
   const network = new NeutronNetworkDriver(
     view,
-    createHostBinder({
-      host: config.DEFAULT.host,
-      bindir: config.DEFAULT.bindir,
-      ovsBridge: config.binding.ovs_bridge,
-      scriptTimeoutMs: config.binding.script_timeout * 1000,
-    }),
+    binder,
     {
       scope: config.DEFAULT.capability_scope,
       host: config.DEFAULT.host,
@@ -52,7 +56,7 @@ export function buildDrivers(
       activeWaitFatal: config.neutron.vif_plugging_is_fatal,
       processExternalConnectivity: config.DEFAULT.process_external_connectivity,
     },
-    (msg) => logger.warn(msg),
+    hooks,
   );
   const ipam = new NeutronIpam(view, {
     localAddressSpace: config.DEFAULT.local_default_address_space,
@@ -77,47 +81,94 @@ function socketInUse(path: string): Promise<boolean> {
 }
 
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
-  const neutron = createNeutronClient(config);
-  const drivers = buildDrivers(config, neutron, logger);
+  const metrics = new Metrics();
+  const neutron = createNeutronClient(config, metrics.onNeutronCall);
+  const drivers = buildDrivers(config, neutron, {
+    warn: (msg) => logger.warn(msg),
+    activeWaited: (s) => metrics.bindingWaitSeconds.observe(s),
+  });
+  const observer: CallObserver = metrics.observer;
   const apps: FastifyInstance[] = [];
+  const servers: Server[] = [];
   const cleanup: string[] = [];
-  const socket = config.DEFAULT.plugin_socket;
-  if (socket) {
-    if (existsSync(socket)) {
-      if (await socketInUse(socket))
-        throw new Error(`another kuryr is already serving ${socket}; stop it first`);
-      unlinkSync(socket); // stale, from a crash
+  const close = async () => {
+    await Promise.all(apps.map((a) => a.close())); // each waits for its in-flight calls
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+    for (const f of cleanup) if (existsSync(f)) unlinkSync(f);
+    await neutron.close();
+  };
+  try {
+    const socket = config.DEFAULT.plugin_socket;
+    if (socket) {
+      if (existsSync(socket)) {
+        if (await socketInUse(socket))
+          throw new Error(`another kuryr is already serving ${socket}; stop it first`);
+        unlinkSync(socket); // stale, from a crash
+      }
+      mkdirSync(dirname(socket), { recursive: true });
+      const app = buildServer({ ...drivers, logger, observer });
+      apps.push(app);
+      await app.listen({ path: socket });
+      cleanup.push(socket);
+      chmodSync(socket, 0o660);
+      logger.info({ socket }, 'listening for Docker on unix socket');
     }
-    mkdirSync(dirname(socket), { recursive: true });
-    const app = buildServer({ ...drivers, logger });
-    await app.listen({ path: socket });
-    chmodSync(socket, 0o660);
-    apps.push(app);
-    cleanup.push(socket);
-    logger.info({ socket }, 'listening for Docker on unix socket');
-  }
-  if (config.DEFAULT.listen_tcp) {
-    // Docker finds a TCP plugin through a spec file named after the driver.
-    const url = new URL(config.DEFAULT.kuryr_uri);
-    const app = buildServer({ ...drivers, logger });
-    await app.listen({ host: url.hostname, port: Number(url.port) || 23750 });
-    apps.push(app);
-    const specFile = join(config.DEFAULT.spec_dir, 'kuryr.spec');
-    mkdirSync(config.DEFAULT.spec_dir, { recursive: true });
-    writeFileSync(specFile, `${url.origin}\n`);
-    cleanup.push(specFile);
-    logger.info({ url: url.origin, specFile }, 'listening for Docker on TCP');
+    if (config.DEFAULT.listen_tcp)
+      cleanup.push(await listenTcp(config, logger, apps, { ...drivers, logger, observer }));
+    if (config.DEFAULT.metrics_listen) {
+      servers.push(
+        await serveMetrics(
+          metrics,
+          { neutronReachable: () => neutron.extensions().then(() => undefined) },
+          config.DEFAULT.metrics_listen,
+        ),
+      );
+      if (config.DEFAULT.metrics_listen.startsWith('/')) cleanup.push(config.DEFAULT.metrics_listen);
+      logger.info({ listen: config.DEFAULT.metrics_listen }, 'serving /metrics and /healthz');
+    }
+  } catch (err) {
+    await close().catch(() => undefined);
+    throw err;
   }
   checkNeutron(neutron, logger);
-  return {
-    apps,
-    neutron,
-    async close() {
-      await Promise.all(apps.map((a) => a.close())); // each waits for its in-flight calls
-      for (const f of cleanup) if (existsSync(f)) unlinkSync(f);
-      await neutron.close();
-    },
-  };
+  return { apps, neutron, close };
+}
+
+/**
+ * kuryr-libnetwork's listener: kuryr_uri (http://127.0.0.1:23750), with TLS when enable_ssl, plus
+ * the discovery file Docker reads: kuryr.spec (a URL) or, with TLS, kuryr.json with TLSConfig.
+ */
+async function listenTcp(
+  config: Config,
+  logger: Logger,
+  apps: FastifyInstance[],
+  opts: Parameters<typeof buildServer>[0],
+): Promise<string> {
+  const d = config.DEFAULT;
+  const url = new URL(d.kuryr_uri);
+  const tls = d.enable_ssl;
+  const app = buildServer({
+    ...opts,
+    ...(tls ? { https: { cert: readFileSync(d.ssl_cert_file), key: readFileSync(d.ssl_key_file) } } : {}),
+  });
+  apps.push(app);
+  await app.listen({ host: url.hostname, port: Number(url.port) || 23750 });
+  mkdirSync(d.spec_dir, { recursive: true });
+  const origin = `${tls ? 'https' : 'http'}://${url.host}`;
+  let specFile: string;
+  if (tls) {
+    specFile = join(d.spec_dir, 'kuryr.json');
+    const TLSConfig = {
+      InsecureSkipVerify: !d.ssl_ca_file,
+      ...(d.ssl_ca_file ? { CAFile: d.ssl_ca_file } : {}),
+    };
+    writeFileSync(specFile, `${JSON.stringify({ Name: 'kuryr', Addr: origin, TLSConfig }, null, 2)}\n`);
+  } else {
+    specFile = join(d.spec_dir, 'kuryr.spec');
+    writeFileSync(specFile, `${origin}\n`);
+  }
+  logger.info({ url: origin, specFile }, 'listening for Docker on TCP');
+  return specFile;
 }
 
 /** Logs (does not fail) whether Neutron is reachable: Docker calls fail with a clear error meanwhile. */

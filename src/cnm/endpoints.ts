@@ -26,6 +26,12 @@ export interface EndpointSettings {
   activeWaitFatal: boolean;
 }
 
+export interface EndpointHooks {
+  warn(message: string): void;
+  /** How long a Join waited for ACTIVE (for metrics). */
+  activeWaited(seconds: number): void;
+}
+
 const DEFAULT_MTU = 1500;
 const ACTIVE_POLL_MS = 200;
 
@@ -35,7 +41,7 @@ export class Endpoints {
     private readonly binder: HostBinder,
     private readonly exposed: ExposedPorts,
     private readonly settings: EndpointSettings,
-    private readonly onWarning: (message: string) => void = () => undefined,
+    private readonly hooks: EndpointHooks = { warn: () => undefined, activeWaited: () => undefined },
   ) {}
 
   private get neutron() {
@@ -134,18 +140,23 @@ export class Endpoints {
   private async waitActive(port: Port): Promise<void> {
     const { activeWaitMs, activeWaitFatal } = this.settings;
     if (activeWaitMs <= 0 || port.status === 'ACTIVE') return;
-    const deadline = Date.now() + activeWaitMs;
+    const started = Date.now();
+    const deadline = started + activeWaitMs;
     let status = port.status;
     while (Date.now() < deadline) {
       await sleep(ACTIVE_POLL_MS);
       status = (await this.neutron.get('ports', port.id, { fields: ['status'] })).status;
-      if (status === 'ACTIVE') return;
+      if (status === 'ACTIVE') {
+        this.hooks.activeWaited((Date.now() - started) / 1000);
+        return;
+      }
     }
+    this.hooks.activeWaited((Date.now() - started) / 1000);
     const message =
       `Neutron port ${port.id} is still ${status} after ${activeWaitMs / 1000} s: the L2 agent on host ` +
       `'${this.settings.host}' has not wired it. Check the agent's log and 'openstack network agent list --host ${this.settings.host}'`;
     if (activeWaitFatal) throw new DriverError(message);
-    this.onWarning(message);
+    this.hooks.warn(message);
   }
 
   async delete(endpointId: string): Promise<void> {

@@ -225,19 +225,26 @@ export class NeutronIpam implements IpamDriver {
     if (ref.kind === 'subnet') return {}; // the user's subnet: theirs to keep
     if (ref.kind === 'carved') this.reserved.get(ref.subnetpoolId)?.delete(ref.cidr);
     const cidr = ref.kind === 'carved' ? ref.cidr : undefined;
-    const [fromPool, adopted] = await Promise.all([
+    // Subnets from the pool, and subnets tagged with the PoolID (made without a pool on a joined
+    // network, or a user's subnet kuryr adopted; kuryr-libnetwork tags its own subnets too).
+    const [fromPool, tagged] = await Promise.all([
       this.neutron.list('subnets', { subnetpool_id: ref.subnetpoolId, cidr }),
-      ref.kind === 'own'
-        ? this.neutron.list('subnets', { tags: req.PoolID })
-        : Promise.resolve([] as Subnet[]),
+      this.neutron.list('subnets', { tags: req.PoolID }),
     ]);
-    for (const subnet of fromPool.filter(isKuryrSubnet)) await this.deleteSubnet(subnet, req.PoolID);
-    for (const subnet of adopted) {
-      await this.neutron.setTags(
-        'subnets',
-        subnet.id,
-        subnet.tags.filter((t) => t !== req.PoolID),
-      );
+    const subnets = new Map([...fromPool, ...tagged].map((s) => [s.id, s]));
+    for (const subnet of subnets.values()) {
+      if (isKuryrSubnet(subnet)) await this.deleteSubnet(subnet, req.PoolID);
+      else if (subnet.tags.includes(req.PoolID)) {
+        await this.neutron
+          .setTags(
+            'subnets',
+            subnet.id,
+            subnet.tags.filter((t) => t !== req.PoolID),
+          )
+          .catch((err) => {
+            if (!(err instanceof NeutronApiError && err.isNotFound)) throw err;
+          });
+      }
     }
     if (ref.kind === 'own') {
       const pool = await this.neutron.get('subnetpools', ref.subnetpoolId).catch(() => undefined);

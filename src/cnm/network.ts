@@ -18,7 +18,7 @@ import type {
 } from '../docker/protocol.js';
 import { OptionKeys } from '../docker/protocol.js';
 import { NotFoundError } from '../util/errors.js';
-import { type EndpointSettings, Endpoints } from './endpoints.js';
+import { type EndpointHooks, type EndpointSettings, Endpoints } from './endpoints.js';
 import { ExposedPorts, exposedRanges } from './exposed-ports.js';
 import { type NetworkSettings, Networks } from './networks.js';
 import type { NeutronView } from './neutron-view.js';
@@ -36,11 +36,11 @@ export class NeutronNetworkDriver implements NetworkDriver {
     private readonly view: NeutronView,
     binder: HostBinder,
     private readonly settings: DriverSettings,
-    onWarning?: (message: string) => void,
+    hooks?: EndpointHooks,
   ) {
     this.networks = new Networks(view, settings);
     this.exposed = new ExposedPorts(view.neutron);
-    this.endpoints = new Endpoints(view, binder, this.exposed, settings, onWarning);
+    this.endpoints = new Endpoints(view, binder, this.exposed, settings, hooks);
   }
 
   async getCapabilities(): Promise<NetworkCapabilitiesResponse> {

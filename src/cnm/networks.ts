@@ -17,7 +17,7 @@ import {
   subnetName,
   subnetPoolName,
 } from './naming.js';
-import type { NeutronView } from './neutron-view.js';
+import { formatPoolId, type NeutronView } from './neutron-view.js';
 import { type NeutronOptions, parseNeutronOptions } from './options.js';
 
 export interface NetworkSettings {
@@ -172,28 +172,45 @@ export class Networks {
     }
     const gateway = data.Gateway ? stripPrefix(data.Gateway) : undefined;
     const aux = Object.values(data.AuxAddresses ?? {}).map(stripPrefix);
-    let lastError: NeutronApiError | undefined;
-    for (const pool of candidates) {
+    const ownName = subnetPoolName(this.settings.subnetpoolNamePrefix, cidr);
+    const attrsFor = (pool: SubnetPool) => {
       const ipRange = pool.description?.startsWith(IP_RANGE_MARK)
         ? pool.description.slice(IP_RANGE_MARK.length)
         : undefined;
       const reserved = [...aux, ...(gateway ? [gateway] : [])];
+      return {
+        network_id: net.id,
+        name: subnetName(cidr),
+        ip_version: version,
+        cidr,
+        enable_dhcp: this.settings.enableDhcp,
+        // --internal: no gateway, so containers get no default route out of the network.
+        gateway_ip: internal ? null : (gateway ?? undefined),
+        ...(ipRange || aux.length
+          ? { allocation_pools: allocationPools(cidr, ipRange ?? cidr, reserved) }
+          : {}),
+      };
+    };
+    let lastError: NeutronApiError | undefined;
+    for (const pool of candidates) {
       try {
-        return await this.neutron.create('subnets', {
-          network_id: net.id,
-          subnetpool_id: pool.id,
-          name: subnetName(cidr),
-          ip_version: version,
-          cidr,
-          enable_dhcp: this.settings.enableDhcp,
-          // --internal: no gateway, so containers get no default route out of the network.
-          gateway_ip: internal ? null : (gateway ?? undefined),
-          ...(ipRange || aux.length
-            ? { allocation_pools: allocationPools(cidr, ipRange ?? cidr, reserved) }
-            : {}),
-        });
+        return await this.neutron.create('subnets', { ...attrsFor(pool), subnetpool_id: pool.id });
       } catch (err) {
         if (!(err instanceof NeutronApiError)) throw err;
+        if (err.type === 'NetworkSubnetPoolAffinityError' && opts.net && !opts.pool[version]) {
+          // Neutron wants one subnetpool per family on a network. On a network kuryr joined, the
+          // subnet is made without one and tagged with the Docker PoolID so IPAM still finds it.
+          const poolId = formatPoolId(
+            pool.name === ownName
+              ? { kind: 'own', subnetpoolId: pool.id }
+              : { kind: 'carved', subnetpoolId: pool.id, cidr },
+          );
+          const subnet = await explained(`creating Neutron subnet ${cidr} on network ${net.id}`, () =>
+            this.neutron.create('subnets', attrsFor(pool)),
+          );
+          await this.neutron.setTags('subnets', subnet.id, [poolId]);
+          return { ...subnet, tags: [poolId] };
+        }
         if (!POOL_REFUSED.has(err.type))
           throw explainNeutron(err, `creating Neutron subnet ${cidr} on network ${net.id}`);
         lastError = err;

@@ -49,6 +49,8 @@ export const OPTIONS = {
     // Ours: set IpamDriver RequiresRequestReplay, so Docker replays pool and address requests
     // after it restarts. Two Docker networks then cannot share one CIDR (replays are keyed by it).
     ipam_request_replay: { kind: 'bool', default: false },
+    // Ours: Prometheus /metrics and /healthz, on a unix socket path or host:port ('' = off).
+    metrics_listen: { kind: 'string', default: '127.0.0.1:23751' },
   },
   neutron: {
     auth_type: { kind: { choices: AUTH_TYPES }, default: 'password' },

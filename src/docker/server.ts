@@ -21,6 +21,8 @@ export interface ServerOptions {
   ipam: P.IpamDriver;
   logger: Logger;
   observer?: CallObserver;
+  /** TLS for a TCP listener (kuryr-libnetwork's enable_ssl). */
+  https?: { cert: Buffer; key: Buffer };
 }
 
 interface Route {
@@ -92,6 +94,7 @@ function describeValidation(err: FastifyError): string {
 export function buildServer(opts: ServerOptions): FastifyInstance {
   const app = Fastify({
     logger: false,
+    ...(opts.https ? { https: opts.https } : {}),
     // Docker never sends big bodies; a small cap protects us from abuse on a TCP listener.
     bodyLimit: 1 << 20,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },

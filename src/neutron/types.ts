@@ -42,6 +42,7 @@ export interface SubnetPool {
   description?: string;
   shared?: boolean;
   tags: string[];
+  created_at?: string;
 }
 
 export interface FixedIp {
@@ -66,6 +67,7 @@ export interface Port {
   'binding:vnic_type'?: string;
   security_groups?: string[];
   tags: string[];
+  created_at?: string;
 }
 
 export interface SecurityGroup {
