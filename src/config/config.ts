@@ -206,7 +206,8 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     const fromFile = fileSections[section] ?? {};
     for (const [key, spec] of Object.entries(specs)) {
       const envNames = [`KURYR_${section.toUpperCase()}_${key.toUpperCase()}`, ...(spec.env ?? [])];
-      const envName = envNames.find((n) => env[n] !== undefined);
+      // An empty variable counts as unset (managed plugins declare every variable, most left empty).
+      const envName = envNames.find((n) => env[n] !== undefined && env[n] !== '');
       const aliasKey = Object.entries(ALIASES[section] ?? {}).find(([, to]) => to === key)?.[0];
       const fileValue = fromFile[key] ?? (aliasKey ? fromFile[aliasKey] : undefined);
       let value: string | number | boolean = spec.default;
