@@ -157,14 +157,14 @@ async function listenTcp(
   const origin = `${tls ? 'https' : 'http'}://${url.host}`;
   let specFile: string;
   if (tls) {
-    specFile = join(d.spec_dir, 'kuryr.json');
+    specFile = join(d.spec_dir, `${d.spec_name}.json`);
     const TLSConfig = {
       InsecureSkipVerify: !d.ssl_ca_file,
       ...(d.ssl_ca_file ? { CAFile: d.ssl_ca_file } : {}),
     };
-    writeFileSync(specFile, `${JSON.stringify({ Name: 'kuryr', Addr: origin, TLSConfig }, null, 2)}\n`);
+    writeFileSync(specFile, `${JSON.stringify({ Name: d.spec_name, Addr: origin, TLSConfig }, null, 2)}\n`);
   } else {
-    specFile = join(d.spec_dir, 'kuryr.spec');
+    specFile = join(d.spec_dir, `${d.spec_name}.spec`);
     writeFileSync(specFile, `${origin}\n`);
   }
   logger.info({ url: origin, specFile }, 'listening for Docker on TCP');

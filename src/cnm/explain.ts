@@ -14,6 +14,8 @@ const HINTS: Record<string, string> = {
   OverQuota: 'The Neutron project is over quota: raise the quota or delete unused resources',
   NetworkInUse: 'Neutron ports still use the network: remove the containers attached to it first',
   SubnetInUse: 'Neutron ports still use the subnet: remove the containers attached to it first',
+  NetworkSubnetPoolAffinityError:
+    "The Neutron network's other subnets come from a subnetpool: carve from it with -o and --ipam-opt neutron.pool.uuid=<its id>",
   PolicyNotAuthorized: "kuryr's Neutron user needs the admin role (binding:host_id is admin-only)",
 };
 

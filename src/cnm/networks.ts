@@ -172,7 +172,6 @@ export class Networks {
     }
     const gateway = data.Gateway ? stripPrefix(data.Gateway) : undefined;
     const aux = Object.values(data.AuxAddresses ?? {}).map(stripPrefix);
-    const ownName = subnetPoolName(this.settings.subnetpoolNamePrefix, cidr);
     const attrsFor = (pool: SubnetPool) => {
       const ipRange = pool.description?.startsWith(IP_RANGE_MARK)
         ? pool.description.slice(IP_RANGE_MARK.length)
@@ -191,26 +190,25 @@ export class Networks {
           : {}),
       };
     };
+    if (opts.net && !opts.pool[version]) {
+      // Neutron wants all subnets of a family on one network from one subnetpool (or none). On a
+      // network kuryr joined, other Docker networks or the user add subnets too: ours take none
+      // and carry the Docker PoolID as a tag, which is how IPAM finds them.
+      const poolId =
+        (await this.unusedPoolKey(cidr, candidates)) ?? this.poolKey(candidates[0] as SubnetPool, cidr);
+      const pool = candidates.find((p) => poolId.startsWith(p.id)) as SubnetPool;
+      const subnet = await explained(`creating Neutron subnet ${cidr} on network ${net.id}`, () =>
+        this.neutron.create('subnets', attrsFor(pool)),
+      );
+      await this.neutron.setTags('subnets', subnet.id, [poolId]);
+      return { ...subnet, tags: [poolId] };
+    }
     let lastError: NeutronApiError | undefined;
     for (const pool of candidates) {
       try {
         return await this.neutron.create('subnets', { ...attrsFor(pool), subnetpool_id: pool.id });
       } catch (err) {
         if (!(err instanceof NeutronApiError)) throw err;
-        if (err.type === 'NetworkSubnetPoolAffinityError' && opts.net && !opts.pool[version]) {
-          // Neutron wants one subnetpool per family on a network. On a network kuryr joined, the
-          // subnet is made without one and tagged with the Docker PoolID so IPAM still finds it.
-          const poolId = formatPoolId(
-            pool.name === ownName
-              ? { kind: 'own', subnetpoolId: pool.id }
-              : { kind: 'carved', subnetpoolId: pool.id, cidr },
-          );
-          const subnet = await explained(`creating Neutron subnet ${cidr} on network ${net.id}`, () =>
-            this.neutron.create('subnets', attrsFor(pool)),
-          );
-          await this.neutron.setTags('subnets', subnet.id, [poolId]);
-          return { ...subnet, tags: [poolId] };
-        }
         if (!POOL_REFUSED.has(err.type))
           throw explainNeutron(err, `creating Neutron subnet ${cidr} on network ${net.id}`);
         lastError = err;
@@ -239,18 +237,37 @@ export class Networks {
    * RequestAddress finds it.
    */
   private async adoptSubnet(subnet: Subnet, candidates: SubnetPool[]): Promise<Subnet> {
-    if (!subnet.subnetpool_id || !candidates.some((p) => p.id === subnet.subnetpool_id)) {
-      const ownName = subnetPoolName(this.settings.subnetpoolNamePrefix, subnet.cidr);
-      for (const pool of candidates.filter((p) => p.name === ownName)) {
-        const users = await this.neutron.list('subnets', { subnetpool_id: pool.id, fields: ['id'] });
-        const tagged = await this.neutron.list('subnets', { tags: pool.id, fields: ['id'] });
-        if (users.length === 0 && tagged.length === 0) {
-          await this.neutron.setTags('subnets', subnet.id, [...subnet.tags, pool.id]);
-          return { ...subnet, tags: [...subnet.tags, pool.id] };
-        }
-      }
+    if (subnet.subnetpool_id && candidates.some((p) => p.id === subnet.subnetpool_id)) return subnet;
+    const key = await this.unusedPoolKey(subnet.cidr, candidates);
+    if (!key || subnet.tags.includes(key)) return subnet;
+    await this.neutron.setTags('subnets', subnet.id, [...subnet.tags, key]);
+    return { ...subnet, tags: [...subnet.tags, key] };
+  }
+
+  /** The PoolID Docker got for `cidr` from this candidate pool: kuryr's own pool, or a carve. */
+  private poolKey(pool: SubnetPool, cidr: string): string {
+    const own = pool.name === subnetPoolName(this.settings.subnetpoolNamePrefix, cidr);
+    return formatPoolId(
+      own ? { kind: 'own', subnetpoolId: pool.id } : { kind: 'carved', subnetpoolId: pool.id, cidr },
+    );
+  }
+
+  /** The first candidate's PoolID that no subnet serves yet (neither from the pool nor by tag). */
+  private async unusedPoolKey(cidr: string, candidates: SubnetPool[]): Promise<string | undefined> {
+    for (const pool of candidates) {
+      const key = this.poolKey(pool, cidr);
+      const carved = key.includes('/');
+      const [fromPool, tagged] = await Promise.all([
+        this.neutron.list('subnets', {
+          subnetpool_id: pool.id,
+          cidr: carved ? cidr : undefined,
+          fields: ['id'],
+        }),
+        this.neutron.list('subnets', { tags: key, fields: ['id'] }),
+      ]);
+      if (fromPool.length === 0 && tagged.length === 0) return key;
     }
-    return subnet;
+    return undefined;
   }
 
   async delete(dockerNetworkId: string): Promise<void> {

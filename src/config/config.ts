@@ -45,6 +45,8 @@ export const OPTIONS = {
     plugin_socket: { kind: 'string', default: '/run/docker/plugins/kuryr.sock' },
     listen_tcp: { kind: 'bool', default: false },
     spec_dir: { kind: 'string', default: '/etc/docker/plugins' },
+    // The driver name Docker knows a TCP listener by: the spec file is <spec_name>.spec / .json.
+    spec_name: { kind: 'string', default: 'kuryr' },
     host: { kind: 'string', default: '' },
     // Ours: set IpamDriver RequiresRequestReplay, so Docker replays pool and address requests
     // after it restarts. Two Docker networks then cannot share one CIDR (replays are keyed by it).

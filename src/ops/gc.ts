@@ -85,7 +85,11 @@ export async function findGarbage(
   }
   const livePorts = new Set<string>();
   for (const port of ports) {
-    if (!isKuryrPortOwner(port.device_owner) || doomedNetworks.has(port.network_id)) continue;
+    if (!isKuryrPortOwner(port.device_owner)) continue;
+    if (doomedNetworks.has(port.network_id)) {
+      garbage.push({ kind: 'port', id: port.id, name: port.name, why: 'on a network that goes' });
+      continue;
+    }
     const host = port['binding:host_id'] ?? '';
     if (port.device_id) {
       if (host !== opts.host || liveEndpoints.has(port.device_id)) {

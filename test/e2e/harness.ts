@@ -65,13 +65,15 @@ export async function waitFor<T>(
 
 export interface KuryrProcess {
   child: ChildProcess;
+  /** The kuryr.conf it runs with (for CLI commands against the same setup). */
+  conf: string;
   logFile: string;
   stop(): Promise<void>;
   log(): string;
 }
 
 /** Starts `kuryr serve` from dist/ with a noauth config on Docker's plugin socket. */
-export async function startKuryr(extraConfig = ''): Promise<KuryrProcess> {
+export async function startKuryr(extraConfig = '', ready?: () => Promise<boolean>): Promise<KuryrProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'kuryr-e2e-'));
   const conf = join(dir, 'kuryr.conf');
   writeFileSync(
@@ -93,22 +95,42 @@ export async function startKuryr(extraConfig = ''): Promise<KuryrProcess> {
     'kuryr to listen',
     async () => {
       if (child.exitCode !== null) throw new Error(`kuryr exited: ${log()}`);
-      return existsSync(SOCKET) && (await pingSocket());
+      return ready ? ready() : existsSync(SOCKET) && (await pingSocket());
     },
     15_000,
     100,
   );
   return {
     child,
+    conf,
     logFile,
     log,
     async stop() {
-      if (child.exitCode === null) {
+      const exited = () => child.exitCode !== null || child.signalCode !== null;
+      if (!exited()) {
         child.kill('SIGTERM');
-        await waitFor('kuryr to exit', async () => child.exitCode !== null, 15_000, 50);
+        await waitFor('kuryr to exit', async () => exited(), 15_000, 50);
       }
     },
   };
+}
+
+/** Runs the kuryr CLI from dist/; resolves with its exit code and output (never rejects on exit != 0). */
+export function kuryrCli(
+  conf: string,
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [join(ROOT, 'dist/cli/main.js'), '--config-file', conf, ...args],
+      { timeout: 60_000 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
 }
 
 async function pingSocket(): Promise<boolean> {

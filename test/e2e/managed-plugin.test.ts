@@ -59,10 +59,7 @@ describe('managed plugin (docker plugin create/enable)', () => {
       '{{.Enabled}} {{json .Config.Interface.Types}}',
       PLUGIN,
     );
-    assert.equal(
-      out,
-      'true [{"Prefix":"docker","Capability":"networkdriver","Version":"1.0"},{"Prefix":"docker","Capability":"ipamdriver","Version":"1.0"}]',
-    );
+    assert.equal(out, 'true ["docker.networkdriver/1.0","docker.ipamdriver/1.0"]');
   });
 
   it('networks two containers over Neutron and cleans up after itself', async () => {

@@ -1,0 +1,270 @@
+// Operating kuryr for real: the CLI against the real services, metrics and structured logs after
+// real Docker traffic, kuryr gc after a killed driver, and the TLS TCP listener with its .json
+// spec file. CIDRs 10.81.0.0/16 - 10.84.0.0/16 belong to this file.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { request } from 'undici';
+import {
+  cleanupDocker,
+  containerNet,
+  docker,
+  hostLinks,
+  IMAGE,
+  type KuryrProcess,
+  kuryrCli,
+  networkId,
+  neutron,
+  neutronNetworksOf,
+  pluginCall,
+  run,
+  startKuryr,
+  uniqueName,
+} from './harness.js';
+
+const KURYR_NET = ['-d', 'kuryr', '--ipam-driver', 'kuryr'];
+const METRICS = '127.0.0.1:23771';
+
+describe('CLI, metrics and logs against the real services', () => {
+  let kuryr: KuryrProcess;
+  const net = uniqueName('ops');
+  const c = uniqueName('ops-c');
+
+  before(async () => {
+    kuryr = await startKuryr(`metrics_listen = ${METRICS}`);
+  });
+  after(async () => {
+    await cleanupDocker([c], [net]);
+    await kuryr.stop();
+  });
+
+  it('kuryr status: every check ok while the daemon runs (exit 0), plugin socket FAIL when it does not (exit 1)', async () => {
+    const ok = await kuryrCli(kuryr.conf, 'status');
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    for (const name of ['neutron', 'l2-agent', 'plugin-socket', 'docker', 'managed'])
+      assert.match(ok.stdout, new RegExp(`^ok +${name} `, 'm'));
+    assert.match(ok.stdout, /Linux bridge agent alive on host/);
+    const json = await kuryrCli(kuryr.conf, 'status', '--json');
+    assert.equal((JSON.parse(json.stdout) as { ok: boolean }[]).length, 5);
+    await kuryr.stop();
+    try {
+      const down = await kuryrCli(kuryr.conf, 'status');
+      assert.equal(down.code, 1);
+      assert.match(down.stdout, /^FAIL plugin-socket .*is 'kuryr serve' running\?/m);
+    } finally {
+      kuryr = await startKuryr(`metrics_listen = ${METRICS}`);
+    }
+  });
+
+  it('kuryr config check masks secrets; a bad value exits 2 naming key, value and choices', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kuryr-cfg-'));
+    const good = join(dir, 'good.conf');
+    writeFileSync(
+      good,
+      '[neutron]\nauth_type = password\nauth_url = http://127.0.0.1:5000/v3\nusername = kuryr\npassword = s3cr3t-e2e\nproject_name = service\n',
+    );
+    const shown = await kuryrCli(good, 'config', 'check');
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /^password = \*\*\* +# file$/m);
+    assert.doesNotMatch(shown.stdout + shown.stderr, /s3cr3t-e2e/);
+    const bad = join(dir, 'bad.conf');
+    writeFileSync(
+      bad,
+      '[DEFAULT]\ncapability_scope = planet\n[neutron]\nauth_type = noauth\nendpoint_override = http://x\n',
+    );
+    const refused = await kuryrCli(bad, 'config', 'check');
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /\[DEFAULT\] capability_scope = "planet": must be one of local, global/);
+    const help = await kuryrCli(good, 'gc', '--help');
+    assert.match(help.stdout, /Exit codes: 0 nothing left behind/);
+  });
+
+  it('metrics and one JSON log line per call after real Docker traffic', async () => {
+    await docker('network', 'create', ...KURYR_NET, '--subnet', '10.81.0.0/24', net);
+    await docker('run', '-d', '--name', c, '--net', net, IMAGE, 'sleep', '600');
+    const endpoint = (await containerNet(c, net)).endpointId;
+    await docker('rm', '-f', c);
+    await docker('network', 'rm', net);
+    const res = await request(`http://${METRICS}/metrics`);
+    const text = await res.body.text();
+    const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? Number.NaN);
+    assert.ok(
+      value(
+        /kuryr_docker_call_duration_seconds_count\{handler="NetworkDriver.CreateNetwork",outcome="ok"\} (\d+)/,
+      ) >= 1,
+    );
+    assert.ok(
+      value(/kuryr_docker_call_duration_seconds_count\{handler="NetworkDriver.Join",outcome="ok"\} (\d+)/) >=
+        1,
+    );
+    assert.ok(
+      value(
+        /kuryr_neutron_request_duration_seconds_count\{method="POST",resource="ports",status="201"\} (\d+)/,
+      ) >= 1,
+    );
+    assert.ok(value(/kuryr_port_active_wait_seconds_count (\d+)/) >= 1);
+    assert.match(text, /kuryr_docker_calls_in_flight 0/);
+    const health = await request(`http://${METRICS}/healthz`);
+    assert.equal(health.statusCode, 200);
+    assert.equal(await health.body.text(), 'ok\n');
+    const lines = kuryr
+      .log()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            handler?: string;
+            reqId?: string;
+            ms?: number;
+            neutron?: { method: string; resource: string; status: number; ms: number }[];
+          },
+      );
+    const create = lines.find((l) => l.handler === 'NetworkDriver.CreateEndpoint');
+    assert.ok(create?.reqId && typeof create.ms === 'number', 'request id and duration');
+    assert.ok(
+      create.neutron?.some(
+        (n) => n.method === 'PUT' && n.resource === 'ports' && n.status === 200 && typeof n.ms === 'number',
+      ),
+    );
+    assert.ok(
+      lines.some((l) => l.handler === 'NetworkDriver.DeleteEndpoint'),
+      `endpoint ${endpoint.slice(0, 12)} removal logged`,
+    );
+  });
+});
+
+describe('kuryr gc after a killed driver', () => {
+  let kuryr: KuryrProcess;
+  after(async () => {
+    await kuryr?.stop();
+  });
+
+  it('finds the network, subnetpool, ports and veth a killed driver left for gone Docker objects, and removes them', async () => {
+    kuryr = await startKuryr();
+    // What a driver leaves when it dies between Docker's calls: objects for a network and an
+    // endpoint that Docker never finished (and so does not know).
+    const dockerNet = randomBytes(32).toString('hex');
+    const endpoint = randomBytes(32).toString('hex');
+    const pool = await pluginCall('IpamDriver.RequestPool', {
+      AddressSpace: 'x',
+      Pool: '10.82.0.0/24',
+      SubPool: '',
+      Options: {},
+      V6: false,
+    });
+    await pluginCall('NetworkDriver.CreateNetwork', {
+      NetworkID: dockerNet,
+      Options: {},
+      IPv4Data: [{ AddressSpace: 'x', Pool: '10.82.0.0/24', Gateway: '10.82.0.1/24' }],
+      IPv6Data: [],
+    });
+    const addr = await pluginCall('IpamDriver.RequestAddress', {
+      PoolID: pool.body.PoolID,
+      Address: '',
+      Options: {},
+    });
+    const ep = await pluginCall('NetworkDriver.CreateEndpoint', {
+      NetworkID: dockerNet,
+      EndpointID: endpoint,
+      Interface: { Address: addr.body.Address },
+      Options: {},
+    });
+    assert.equal(ep.status, 200, JSON.stringify(ep.body));
+    const [net] = await neutronNetworksOf(dockerNet);
+    const [port] = await neutron.list('ports', { device_id: endpoint });
+    assert.ok(net && port);
+    kuryr.child.kill('SIGKILL');
+    await run('sleep', ['0.5']);
+
+    const dry = await kuryrCli(kuryr.conf, 'gc', '--min-age', '0', '--json');
+    assert.equal(dry.code, 3, dry.stderr);
+    const found = JSON.parse(dry.stdout) as { kind: string; id: string }[];
+    assert.ok(
+      found.some((g) => g.kind === 'network' && g.id === net.id),
+      'network',
+    );
+    assert.ok(
+      found.some((g) => g.kind === 'port' && g.id === port.id),
+      'port',
+    );
+    assert.ok(
+      found.some((g) => g.kind === 'subnetpool' && g.id === pool.body.PoolID),
+      'subnetpool',
+    );
+    assert.ok(
+      found.some((g) => g.kind === 'veth' && g.id === `tap${port.id.slice(0, 11)}`),
+      'veth',
+    );
+    assert.ok(
+      !found.some(
+        (g) => g.kind === 'subnetpool' && ['kuryr', 'kuryr6'].includes((g as { name?: string }).name ?? ''),
+      ),
+    );
+
+    const applied = await kuryrCli(kuryr.conf, 'gc', '--min-age', '0', '--apply');
+    assert.equal(applied.code, 0, applied.stdout + applied.stderr);
+    assert.deepEqual(await neutron.list('networks', { id: net.id }), []);
+    assert.deepEqual(await neutron.list('ports', { id: port.id }), []);
+    assert.deepEqual(await neutron.list('subnetpools', { id: String(pool.body.PoolID) }), []);
+    assert.deepEqual(await hostLinks(`tap${port.id.slice(0, 11)}`), []);
+    const clean = await kuryrCli(kuryr.conf, 'gc', '--min-age', '0');
+    assert.equal(clean.code, 0, clean.stdout);
+  });
+});
+
+describe('TCP listener with TLS and a .json spec file', () => {
+  let kuryr: KuryrProcess;
+  const name = `kuryr-tls-${randomBytes(3).toString('hex')}`;
+  const specFile = `/etc/docker/plugins/${name}.json`;
+  const net = uniqueName('tls');
+
+  before(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kuryr-tls-'));
+    const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
+    await run('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ]);
+    kuryr = await startKuryr(
+      `plugin_socket =\nlisten_tcp = true\nkuryr_uri = http://127.0.0.1:23773\nenable_ssl = true\nssl_cert_file = ${cert}\nssl_key_file = ${key}\nssl_ca_file = ${cert}\nspec_name = ${name}\nmetrics_listen =`,
+      async () => existsSync(specFile),
+    );
+  });
+  after(async () => {
+    await cleanupDocker([], [net]);
+    await kuryr.stop();
+  });
+
+  it('writes a .json spec with TLSConfig, and Docker drives the plugin over TLS', async () => {
+    const spec = JSON.parse(readFileSync(specFile, 'utf8')) as {
+      Name: string;
+      Addr: string;
+      TLSConfig: { CAFile?: string; InsecureSkipVerify: boolean };
+    };
+    assert.equal(spec.Addr, 'https://127.0.0.1:23773');
+    assert.equal(spec.TLSConfig.InsecureSkipVerify, false);
+    assert.ok(spec.TLSConfig.CAFile);
+    await docker('network', 'create', '-d', name, '--ipam-driver', name, '--subnet', '10.83.0.0/24', net);
+    assert.equal((await neutronNetworksOf(await networkId(net))).length, 1);
+    await docker('network', 'rm', net);
+    await kuryr.stop();
+    assert.equal(existsSync(specFile), false, 'spec file removed on shutdown');
+  });
+});
