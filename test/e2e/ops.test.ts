@@ -59,6 +59,16 @@ describe('CLI, metrics and logs against the real services', () => {
     }
   });
 
+  it('a second daemon on the same socket refuses to start and leaves the first one serving', async () => {
+    const second = await kuryrCli(kuryr.conf, 'serve');
+    assert.equal(second.code, 1);
+    assert.match(
+      second.stdout + second.stderr,
+      /another kuryr is already serving \/run\/docker\/plugins\/kuryr\.sock/,
+    );
+    assert.equal((await pluginCall('Plugin.Activate', {})).status, 200);
+  });
+
   it('kuryr config check masks secrets; a bad value exits 2 naming key, value and choices', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kuryr-cfg-'));
     const good = join(dir, 'good.conf');
