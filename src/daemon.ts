@@ -11,6 +11,7 @@ import type { EndpointHooks } from './cnm/endpoints.js';
 import { NeutronIpam } from './cnm/ipam.js';
 import { NeutronNetworkDriver } from './cnm/network.js';
 import { NeutronView } from './cnm/neutron-view.js';
+import { PortBinding } from './cnm/port-binding.js';
 import type { Config } from './config/config.js';
 import type { IpamDriver, NetworkDriver } from './docker/protocol.js';
 import { buildServer, type CallObserver } from './docker/server.js';
@@ -42,12 +43,12 @@ export function buildDrivers(
     ovsBridge: config.binding.ovs_bridge,
     scriptTimeoutMs: config.binding.script_timeout * 1000,
   });
+  const ports = new PortBinding(view, binder, config.DEFAULT.host);
   const network = new NeutronNetworkDriver(
     view,
-    binder,
+    ports,
     {
       scope: config.DEFAULT.capability_scope,
-      host: config.DEFAULT.host,
       vethDstPrefix: config.binding.veth_dst_prefix,
       enableDhcp: config.neutron.enable_dhcp,
       subnetpoolNamePrefix: config.DEFAULT.subnetpool_name_prefix,
@@ -58,7 +59,7 @@ export function buildDrivers(
     },
     hooks,
   );
-  const ipam = new NeutronIpam(view, {
+  const ipam = new NeutronIpam(view, ports, {
     localAddressSpace: config.DEFAULT.local_default_address_space,
     globalAddressSpace: config.DEFAULT.global_default_address_space,
     subnetpoolNamePrefix: config.DEFAULT.subnetpool_name_prefix,

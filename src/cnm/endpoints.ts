@@ -1,8 +1,6 @@
 // Docker endpoints → the Neutron ports our IPAM created, bound to this host, plus the host side
 // (veth, plugged for the port's vif_type). Docker replays calls after restarts, so every step
 // converges: what exists is reused, what is gone counts as removed.
-import { setTimeout as sleep } from 'node:timers/promises';
-import type { HostBinder } from '../binding/index.js';
 import type {
   CreateEndpointRequest,
   CreateEndpointResponse,
@@ -11,15 +9,16 @@ import type {
 } from '../docker/protocol.js';
 import { RouteType } from '../docker/protocol.js';
 import type { Network, Port } from '../neutron/types.js';
+import { currentContext } from '../util/context.js';
 import { DriverError, InvalidRequestError, NotFoundError } from '../util/errors.js';
 import { stripPrefix } from './addresses.js';
 import { explained } from './explain.js';
-import type { ExposedPorts } from './exposed-ports.js';
+import type { ExposedPorts, PortRange } from './exposed-ports.js';
 import { DEVICE_OWNER, dockerIdTags, endpointPortName } from './naming.js';
 import type { NeutronView } from './neutron-view.js';
+import type { PortBinding } from './port-binding.js';
 
 export interface EndpointSettings {
-  host: string;
   vethDstPrefix: string;
   /** How long Join waits for the port to turn ACTIVE (0: not at all), and whether timing out fails Join. */
   activeWaitMs: number;
@@ -32,13 +31,10 @@ export interface EndpointHooks {
   activeWaited(seconds: number): void;
 }
 
-const DEFAULT_MTU = 1500;
-const ACTIVE_POLL_MS = 200;
-
 export class Endpoints {
   constructor(
     private readonly view: NeutronView,
-    private readonly binder: HostBinder,
+    private readonly ports: PortBinding,
     private readonly exposed: ExposedPorts,
     private readonly settings: EndpointSettings,
     private readonly hooks: EndpointHooks = { warn: () => undefined, activeWaited: () => undefined },
@@ -48,6 +44,10 @@ export class Endpoints {
     return this.view.neutron;
   }
 
+  /**
+   * Gives the endpoint its port: normally the one our IPAM created, already bound to this host with
+   * its veth plugged, so only the endpoint's identity is written; a port made elsewhere is bound here.
+   */
   async create(req: CreateEndpointRequest): Promise<CreateEndpointResponse> {
     const iface = req.Interface ?? {};
     const net = await this.view.requireNetworkFor(req.NetworkID);
@@ -59,26 +59,31 @@ export class Endpoints {
     }
     const port = await this.portFor(req.EndpointID, net, stripPrefix(address));
     const mac = iface.MacAddress?.toLowerCase();
-    const bound = await explained(`binding Neutron port ${port.id} to host ${this.settings.host}`, () =>
-      this.neutron.update('ports', port.id, {
-        'binding:host_id': this.settings.host,
-        device_owner: DEVICE_OWNER,
-        device_id: req.EndpointID,
-        name: endpointPortName(req.EndpointID),
-        admin_state_up: true,
-        ...(mac && mac !== port.mac_address.toLowerCase() ? { mac_address: mac } : {}),
-      }),
-    );
+    const attrs = {
+      device_id: req.EndpointID,
+      name: endpointPortName(req.EndpointID),
+      ...(this.ports.isBoundHere(port) && port.device_owner === DEVICE_OWNER
+        ? {}
+        : { ...this.ports.bindAttrs(), admin_state_up: true }),
+      ...(mac && mac !== port.mac_address.toLowerCase() ? { mac_address: mac } : {}),
+    };
     const tags = [...new Set([...port.tags, ...dockerIdTags(req.EndpointID)])];
-    await Promise.all([
+    const [updated] = await Promise.all([
+      explained(`binding Neutron port ${port.id} to host ${this.ports.host}`, () =>
+        this.neutron.update('ports', port.id, attrs),
+      ),
       this.neutron.setTags('ports', port.id, tags),
-      this.binder.bind(bound, net.mtu ?? DEFAULT_MTU),
     ]);
+    const bound = { ...updated, tags };
+    await this.ports.plugHost(bound);
+    this.view.rememberPort(bound);
     return { Interface: mac ? {} : { MacAddress: bound.mac_address } };
   }
 
   /** The port our IPAM created for this address, or the one already bound to the endpoint (a replay). */
   private async portFor(endpointId: string, net: Network, ip: string): Promise<Port> {
+    const cached = this.view.cachedPortAt(net.id, ip);
+    if (cached && (!cached.device_id || cached.device_id === endpointId)) return cached;
     const ports = await this.neutron.list('ports', { network_id: net.id, fixed_ips: `ip_address=${ip}` });
     const port = ports.find((p) => p.device_id === endpointId) ?? ports.find((p) => !p.device_id);
     if (!port) {
@@ -110,12 +115,13 @@ export class Endpoints {
       throw new NotFoundError(
         `endpoint ${endpointId.slice(0, 12)} has no Neutron port (device_id ${endpointId})`,
       );
-    const [subnets, net] = await Promise.all([
+    // Subnets are read fresh: their gateway and host routes may have been changed in Neutron.
+    const [subnets] = await Promise.all([
       this.view.subnets(port.fixed_ips.map((f) => f.subnet_id)),
       this.view.requireNetworkFor(dockerNetworkId),
+      // After a host reboot the veth is gone while Neutron still has the port: make it again.
+      this.ports.plugHost(port),
     ]);
-    // After a host reboot the veth is gone while Neutron still has the port: make it again.
-    await this.binder.bind(port, net.mtu ?? DEFAULT_MTU);
     await this.waitActive(port);
     const v4 = subnets.find((s) => s.ip_version === 4);
     const v6 = subnets.find((s) => s.ip_version === 6);
@@ -127,7 +133,10 @@ export class Endpoints {
       })),
     );
     return {
-      InterfaceName: { SrcName: this.binder.containerIface(port), DstPrefix: this.settings.vethDstPrefix },
+      InterfaceName: {
+        SrcName: this.ports.binder.containerIface(port),
+        DstPrefix: this.settings.vethDstPrefix,
+      },
       ...(v4?.gateway_ip ? { Gateway: v4.gateway_ip } : {}),
       ...(v6?.gateway_ip ? { GatewayIPv6: v6.gateway_ip } : {}),
       ...(routes.length ? { StaticRoutes: routes } : {}),
@@ -136,25 +145,23 @@ export class Endpoints {
     };
   }
 
-  /** Polls the port until the L2 agent has wired it (ACTIVE), within the configured bound. */
+  /** Waits (bounded) until the L2 agent has wired the port, so the container's network works at start. */
   private async waitActive(port: Port): Promise<void> {
     const { activeWaitMs, activeWaitFatal } = this.settings;
     if (activeWaitMs <= 0 || port.status === 'ACTIVE') return;
     const started = Date.now();
-    const deadline = started + activeWaitMs;
-    let status = port.status;
-    while (Date.now() < deadline) {
-      await sleep(ACTIVE_POLL_MS);
-      status = (await this.neutron.get('ports', port.id, { fields: ['status'] })).status;
-      if (status === 'ACTIVE') {
-        this.hooks.activeWaited((Date.now() - started) / 1000);
-        return;
-      }
+    const status = await this.ports.active.wait(port.id, activeWaitMs);
+    const waited = Date.now() - started;
+    this.hooks.activeWaited(waited / 1000);
+    const ctx = currentContext();
+    if (ctx) ctx.waitedMs = (ctx.waitedMs ?? 0) + waited;
+    if (status === 'ACTIVE') {
+      this.view.rememberPort({ ...port, status });
+      return;
     }
-    this.hooks.activeWaited((Date.now() - started) / 1000);
     const message =
       `Neutron port ${port.id} is still ${status} after ${activeWaitMs / 1000} s: the L2 agent on host ` +
-      `'${this.settings.host}' has not wired it. Check the agent's log and 'openstack network agent list --host ${this.settings.host}'`;
+      `'${this.ports.host}' has not wired it. Check the agent's log and 'openstack network agent list --host ${this.ports.host}'`;
     if (activeWaitFatal) throw new DriverError(message);
     this.hooks.warn(message);
   }
@@ -162,7 +169,22 @@ export class Endpoints {
   async delete(endpointId: string): Promise<void> {
     const port = await this.view.portForEndpoint(endpointId);
     if (!port) return;
-    await Promise.all([this.binder.unbind(port), this.exposed.remove(port)]);
+    await Promise.all([this.ports.binder.unbind(port), this.exposed.remove(port)]);
+    this.view.forgetEndpoint(endpointId);
     // The port itself is Docker's address: ReleaseAddress, which follows, deletes it.
+  }
+
+  /** Exposed ports → the port's security group; the cache keeps the port's groups current. */
+  async expose(endpointId: string, ranges: PortRange[]): Promise<void> {
+    const port = await this.view.portForEndpoint(endpointId);
+    if (!port) throw new NotFoundError(`endpoint ${endpointId.slice(0, 12)} has no Neutron port`);
+    const updated = await this.exposed.apply(port, ranges);
+    if (updated) this.view.rememberPort({ ...port, security_groups: updated.security_groups });
+  }
+
+  async unexpose(endpointId: string): Promise<void> {
+    const port = await this.view.portForEndpoint(endpointId);
+    const left = port && (await this.exposed.remove(port));
+    if (port && left) this.view.rememberPort({ ...port, security_groups: left });
   }
 }

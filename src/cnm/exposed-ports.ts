@@ -58,9 +58,9 @@ export function exposedRanges(raw: unknown): PortRange[] {
 export class ExposedPorts {
   constructor(private readonly neutron: NeutronClient) {}
 
-  /** Creates (or completes) the port's exposed-ports group and attaches it. Idempotent. */
-  async apply(port: Port, ranges: PortRange[]): Promise<void> {
-    if (ranges.length === 0) return;
+  /** Creates (or completes) the port's exposed-ports group and attaches it. Idempotent. Returns the port as updated. */
+  async apply(port: Port, ranges: PortRange[]): Promise<Port | undefined> {
+    if (ranges.length === 0) return undefined;
     const name = exposedGroupName(port.id);
     const group =
       (await this.neutron.list('security-groups', { name }))[0] ??
@@ -77,12 +77,13 @@ export class ExposedPorts {
         for (const ethertype of families) await this.addRule(group, r, ethertype);
       }
       if (!port.security_groups?.includes(group.id)) {
-        await explained(`attaching security group ${name} to port ${port.id}`, () =>
+        return await explained(`attaching security group ${name} to port ${port.id}`, () =>
           this.neutron.update('ports', port.id, {
             security_groups: [...(port.security_groups ?? []), group.id],
           }),
         );
       }
+      return port;
     } catch (err) {
       await this.neutron.delete('security-groups', group.id).catch(() => undefined);
       throw err;
@@ -103,20 +104,25 @@ export class ExposedPorts {
     }
   }
 
-  /** Detaches and deletes the port's exposed-ports group, if it has one. */
-  async remove(port: Port): Promise<void> {
+  /**
+   * Detaches and deletes the port's exposed-ports group, if it has one; returns the port's groups
+   * left, or undefined when there was none. A port with one group (its default) has none: no
+   * Neutron call then.
+   */
+  async remove(port: Port): Promise<string[] | undefined> {
     const others = port.security_groups ?? [];
-    if (others.length === 0) return;
+    if (others.length <= 1) return undefined;
     const [group] = await this.neutron.list('security-groups', {
       id: others,
       name: exposedGroupName(port.id),
     });
-    if (!group) return;
+    if (!group) return undefined;
     await this.neutron
       .update('ports', port.id, { security_groups: others.filter((id) => id !== group.id) })
       .catch((err) => {
         if (!(err instanceof NeutronApiError && err.isNotFound)) throw err;
       });
     await this.neutron.delete('security-groups', group.id);
+    return others.filter((id) => id !== group.id);
   }
 }

@@ -32,7 +32,6 @@ import {
 } from './addresses.js';
 import { explained, explainNeutron } from './explain.js';
 import {
-  DEVICE_OWNER,
   dockerIdTags,
   EXISTING_POOL_TAG,
   EXISTING_PORT_TAG,
@@ -44,6 +43,7 @@ import {
 } from './naming.js';
 import { formatPoolId, type NeutronView, type PoolRef, parsePoolId } from './neutron-view.js';
 import { parseNeutronOptions } from './options.js';
+import type { PortBinding } from './port-binding.js';
 
 export interface IpamSettings {
   localAddressSpace: string;
@@ -62,6 +62,7 @@ export class NeutronIpam implements IpamDriver {
 
   constructor(
     private readonly view: NeutronView,
+    private readonly ports: PortBinding,
     private readonly settings: IpamSettings,
   ) {}
 
@@ -169,7 +170,7 @@ export class NeutronIpam implements IpamDriver {
         ...(opts.shared !== undefined ? { shared: opts.shared } : {}),
       }),
     );
-    this.view.rememberSubnetpool(pool);
+    this.view.rememberOwnPool(poolCidr, pool);
     return { PoolID: pool.id, Pool: poolCidr, Data: {} };
   }
 
@@ -221,7 +222,17 @@ export class NeutronIpam implements IpamDriver {
 
   async releasePool(req: PoolIdRequest): Promise<EmptyResponse> {
     const ref = parsePoolId(req.PoolID);
+    const known = this.view.cachedPoolSubnet(req.PoolID);
+    const own = ref.kind === 'own' && this.view.isOwnPool(ref.subnetpoolId);
     this.view.forgetPool(ref);
+    if (own && (!known || (known.subnetpool_id === ref.subnetpoolId && isKuryrSubnet(known)))) {
+      // A pool this process made, whose one subnet it knows: no lookups needed.
+      if (known) await this.deleteSubnet(known, req.PoolID);
+      await explained(`deleting Neutron subnetpool ${ref.subnetpoolId}`, () =>
+        this.neutron.delete('subnetpools', ref.subnetpoolId),
+      );
+      return {};
+    }
     if (ref.kind === 'subnet') return {}; // the user's subnet: theirs to keep
     if (ref.kind === 'carved') this.reserved.get(ref.subnetpoolId)?.delete(ref.cidr);
     const cidr = ref.kind === 'carved' ? ref.cidr : undefined;
@@ -304,13 +315,19 @@ export class NeutronIpam implements IpamDriver {
     const doing = `creating a Neutron port for ${wanted ?? 'an address'} in subnet ${subnet.id} (${subnet.cidr})`;
     let port: Port;
     try {
+      // Created bound to this host, with its veth plugged right away: the L2 agent starts wiring
+      // it while Docker is still on its way to CreateEndpoint and Join.
       port = await this.neutron.create('ports', {
         network_id: subnet.network_id,
         name: UNBOUND_PORT_NAME,
-        device_owner: DEVICE_OWNER,
         admin_state_up: true,
+        ...this.ports.bindAttrs(),
         fixed_ips: [wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id }],
         ...(mac ? { mac_address: mac } : {}),
+      });
+      await this.ports.plugHost(port).catch(async (err) => {
+        await this.neutron.delete('ports', port.id).catch(() => undefined); // nothing half-made
+        throw err;
       });
     } catch (err) {
       if (!(err instanceof NeutronApiError)) throw err;
@@ -318,6 +335,7 @@ export class NeutronIpam implements IpamDriver {
       if (!reused) throw explainNeutron(err, doing);
       port = reused;
     }
+    this.view.rememberPort(port);
     const ip = port.fixed_ips.find((f) => f.subnet_id === subnet.id)?.ip_address;
     if (!ip) throw new InvalidRequestError(`Neutron port ${port.id} has no address in subnet ${subnet.id}`);
     return { Address: `${ip}/${prefixLength(subnet.cidr)}`, Data: {} };
@@ -343,9 +361,12 @@ export class NeutronIpam implements IpamDriver {
         ...sibling.fixed_ips,
         wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id },
       ];
-      return explained(`adding an address in subnet ${subnet.cidr} to dual-stack port ${sibling.id}`, () =>
-        this.neutron.update('ports', sibling.id, { fixed_ips: fixedIps }),
+      const updated = await explained(
+        `adding an address in subnet ${subnet.cidr} to dual-stack port ${sibling.id}`,
+        () => this.neutron.update('ports', sibling.id, { fixed_ips: fixedIps }),
       );
+      this.view.forgetPort(sibling);
+      return updated;
     }
     if (err.type === 'IpAddressAlreadyAllocated' && wanted) {
       const [holder] = await this.view.portsWithAddress(subnet, wanted);
@@ -382,7 +403,9 @@ export class NeutronIpam implements IpamDriver {
     const ip = parseIp(req.Address.split('/')[0] ?? req.Address, 'Address');
     const subnet = await this.view.subnetForPool(ref);
     if (!subnet || (subnet.gateway_ip && sameIp(subnet.gateway_ip, ip))) return {}; // gone, or the gateway (no port)
-    for (const port of await this.view.portsWithAddress(subnet, ip)) {
+    const cached = this.view.cachedPortAt(subnet.network_id, ip);
+    for (const port of cached ? [cached] : await this.view.portsWithAddress(subnet, ip)) {
+      this.view.forgetPort(port);
       const doing = `releasing ${ip} (Neutron port ${port.id}) of Docker pool ${req.PoolID}`;
       if (port.tags.includes(EXISTING_PORT_TAG)) {
         // A user's port: hand it back as we found it.
@@ -404,8 +427,12 @@ export class NeutronIpam implements IpamDriver {
       } else if (port.fixed_ips.length > 1) {
         // Dual stack: Docker releases each family separately; the port goes with the last one.
         const rest = port.fixed_ips.filter((f) => !(f.subnet_id === subnet.id && sameIp(f.ip_address, ip)));
-        await explained(doing, () => this.neutron.update('ports', port.id, { fixed_ips: rest }));
+        this.view.rememberPort(
+          await explained(doing, () => this.neutron.update('ports', port.id, { fixed_ips: rest })),
+        );
       } else {
+        // Its veth is normally gone with DeleteEndpoint; not when Docker rolls back before that.
+        await this.ports.binder.unbind(port);
         await explained(doing, () => this.neutron.delete('ports', port.id));
       }
     }

@@ -1,5 +1,4 @@
 // The libnetwork NetworkDriver: Docker's calls, dispatched to networks, endpoints and exposed ports.
-import type { HostBinder } from '../binding/index.js';
 import type {
   AllocateNetworkRequest,
   AllocateNetworkResponse,
@@ -17,11 +16,11 @@ import type {
   NetworkIdRequest,
 } from '../docker/protocol.js';
 import { OptionKeys } from '../docker/protocol.js';
-import { NotFoundError } from '../util/errors.js';
 import { type EndpointHooks, type EndpointSettings, Endpoints } from './endpoints.js';
 import { ExposedPorts, exposedRanges } from './exposed-ports.js';
 import { type NetworkSettings, Networks } from './networks.js';
 import type { NeutronView } from './neutron-view.js';
+import type { PortBinding } from './port-binding.js';
 
 export interface DriverSettings extends NetworkSettings, EndpointSettings {
   processExternalConnectivity: boolean;
@@ -33,14 +32,14 @@ export class NeutronNetworkDriver implements NetworkDriver {
   private readonly exposed: ExposedPorts;
 
   constructor(
-    private readonly view: NeutronView,
-    binder: HostBinder,
+    view: NeutronView,
+    ports: PortBinding,
     private readonly settings: DriverSettings,
     hooks?: EndpointHooks,
   ) {
     this.networks = new Networks(view, settings);
     this.exposed = new ExposedPorts(view.neutron);
-    this.endpoints = new Endpoints(view, binder, this.exposed, settings, hooks);
+    this.endpoints = new Endpoints(view, ports, this.exposed, settings, hooks);
   }
 
   async getCapabilities(): Promise<NetworkCapabilitiesResponse> {
@@ -93,16 +92,13 @@ export class NeutronNetworkDriver implements NetworkDriver {
     if (!this.settings.processExternalConnectivity) return {};
     const ranges = exposedRanges(req.Options?.[OptionKeys.exposedPorts]);
     if (ranges.length === 0) return {};
-    const port = await this.view.portForEndpoint(req.EndpointID);
-    if (!port) throw new NotFoundError(`endpoint ${req.EndpointID.slice(0, 12)} has no Neutron port`);
-    await this.exposed.apply(port, ranges);
+    await this.endpoints.expose(req.EndpointID, ranges);
     return {};
   }
 
   async revokeExternalConnectivity(req: ExternalConnectivityRequest): Promise<EmptyResponse> {
     if (!this.settings.processExternalConnectivity) return {};
-    const port = await this.view.portForEndpoint(req.EndpointID);
-    if (port) await this.exposed.remove(port);
+    await this.endpoints.unexpose(req.EndpointID);
     return {};
   }
 }

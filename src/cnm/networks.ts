@@ -67,7 +67,7 @@ export class Networks {
         }
       }
       try {
-        for (const data of ipamData) await this.ensureSubnet(net, data, opts, internal);
+        for (const data of ipamData) await this.ensureSubnet(net, data, opts, internal, created);
       } catch (err) {
         // Leave nothing behind for a network Docker will not know about.
         this.view.forgetNetwork(req.NetworkID);
@@ -154,11 +154,14 @@ export class Networks {
     data: IpamData,
     opts: NeutronOptions,
     internal: boolean,
+    fresh: boolean,
   ): Promise<Subnet> {
     const cidr = networkOf(data.Pool);
     const { version } = parseCidr(data.Pool, 'Pool');
-    const [existing] = await this.neutron.list('subnets', { network_id: net.id, cidr });
-    const candidates = await this.candidatePools(cidr, version, opts);
+    // A network we just made has no subnets; pools our IPAM just made need no lookup.
+    const [existing] = fresh ? [] : await this.neutron.list('subnets', { network_id: net.id, cidr });
+    const hinted = opts.pool[version] ? [] : this.view.ownPoolsFor(cidr);
+    const candidates = hinted.length && !existing ? hinted : await this.candidatePools(cidr, version, opts);
     if (existing) return this.adoptSubnet(existing, candidates);
     if (opts.subnet[version]) {
       throw new InvalidRequestError(
@@ -201,12 +204,15 @@ export class Networks {
         this.neutron.create('subnets', attrsFor(pool)),
       );
       await this.neutron.setTags('subnets', subnet.id, [poolId]);
+      this.view.rememberPoolSubnet(poolId, { ...subnet, tags: [poolId] });
       return { ...subnet, tags: [poolId] };
     }
     let lastError: NeutronApiError | undefined;
     for (const pool of candidates) {
       try {
-        return await this.neutron.create('subnets', { ...attrsFor(pool), subnetpool_id: pool.id });
+        const subnet = await this.neutron.create('subnets', { ...attrsFor(pool), subnetpool_id: pool.id });
+        this.view.rememberPoolSubnet(this.poolKey(pool, cidr), subnet);
+        return subnet;
       } catch (err) {
         if (!(err instanceof NeutronApiError)) throw err;
         if (!POOL_REFUSED.has(err.type))

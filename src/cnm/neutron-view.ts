@@ -50,8 +50,16 @@ function notFound(err: unknown, message: string): never {
 
 export class NeutronView {
   private readonly networks = new Map<string, Network>();
+  private readonly networksById = new Map<string, Network>();
   private readonly pools = new Map<string, SubnetPool>();
   private readonly poolSubnets = new Map<string, Subnet>();
+  /** Subnetpools this process created for one --subnet, by CIDR: no lookup needed to find them. */
+  private readonly ownPools = new Map<string, SubnetPool[]>();
+  /** PoolIDs known to have no subnet yet (created here, CreateNetwork not done). */
+  private readonly poolsWithoutSubnet = new Set<string>();
+  /** Ports this process created or bound, by "<network-id>|<ip>" and by endpoint. */
+  private readonly portsByAddress = new Map<string, Port>();
+  private readonly portsByEndpoint = new Map<string, Port>();
 
   constructor(readonly neutron: NeutronClient) {}
 
@@ -90,7 +98,7 @@ export class NeutronView {
           'remove the kuryr.net.uuid tags from all but one',
       );
     }
-    if (found[0]) this.networks.set(dockerNetworkId, found[0]);
+    if (found[0]) this.rememberNetwork(dockerNetworkId, found[0]);
     return found[0];
   }
 
@@ -111,6 +119,18 @@ export class NeutronView {
 
   rememberNetwork(dockerNetworkId: string, net: Network): void {
     this.networks.set(dockerNetworkId, net);
+    this.networksById.set(net.id, net);
+  }
+
+  /** A Neutron network by ID (its MTU, for binding); cached, as the MTU of a network in use is fixed. */
+  async networkById(id: string): Promise<Network> {
+    const cached = this.networksById.get(id);
+    if (cached) return cached;
+    const net = await this.neutron
+      .get('networks', id)
+      .catch((err) => notFound(err, `Neutron network ${id} no longer exists`));
+    this.networksById.set(id, net);
+    return net;
   }
 
   forgetNetwork(dockerNetworkId: string): void {
@@ -130,6 +150,30 @@ export class NeutronView {
 
   rememberSubnetpool(pool: SubnetPool): void {
     this.pools.set(pool.id, pool);
+  }
+
+  /** A subnetpool this process just made for `cidr`: it has no subnet until CreateNetwork. */
+  rememberOwnPool(cidr: string, pool: SubnetPool): void {
+    this.pools.set(pool.id, pool);
+    this.ownPools.set(cidr, [...(this.ownPools.get(cidr) ?? []), pool]);
+    this.poolsWithoutSubnet.add(pool.id);
+  }
+
+  ownPoolsFor(cidr: string): SubnetPool[] {
+    return this.ownPools.get(cidr) ?? [];
+  }
+
+  isOwnPool(id: string): boolean {
+    return [...this.ownPools.values()].some((pools) => pools.some((p) => p.id === id));
+  }
+
+  rememberPoolSubnet(poolId: string, subnet: Subnet): void {
+    this.poolSubnets.set(poolId, subnet);
+    this.poolsWithoutSubnet.delete(poolId);
+  }
+
+  cachedPoolSubnet(poolId: string): Subnet | undefined {
+    return this.poolSubnets.get(poolId);
   }
 
   /** The CIDR Docker sees for this pool. */
@@ -156,6 +200,7 @@ export class NeutronView {
     const key = formatPoolId(ref);
     const cached = this.poolSubnets.get(key);
     if (cached) return cached;
+    if (this.poolsWithoutSubnet.has(key)) return undefined;
     let subnet: Subnet | undefined;
     if (ref.kind === 'subnet') {
       subnet = await this.neutron.get('subnets', ref.subnetId).catch((err) => {
@@ -172,8 +217,17 @@ export class NeutronView {
   }
 
   forgetPool(ref: PoolRef): void {
-    this.poolSubnets.delete(formatPoolId(ref));
-    if (ref.kind === 'own') this.pools.delete(ref.subnetpoolId);
+    const key = formatPoolId(ref);
+    this.poolSubnets.delete(key);
+    this.poolsWithoutSubnet.delete(key);
+    if (ref.kind === 'own') {
+      this.pools.delete(ref.subnetpoolId);
+      for (const [cidr, pools] of this.ownPools) {
+        const rest = pools.filter((p) => p.id !== ref.subnetpoolId);
+        if (rest.length) this.ownPools.set(cidr, rest);
+        else this.ownPools.delete(cidr);
+      }
+    }
   }
 
   /** Drops cached subnets of a Neutron network (it is being deleted or released). */
@@ -183,9 +237,31 @@ export class NeutronView {
   }
 
   // ------------------------------------------------------------------ ports
+  /** Remembers a port this process made or changed, under its addresses and its endpoint. */
+  rememberPort(port: Port): void {
+    for (const f of port.fixed_ips) this.portsByAddress.set(`${port.network_id}|${f.ip_address}`, port);
+    if (port.device_id) this.portsByEndpoint.set(port.device_id, port);
+  }
+
+  forgetPort(port: Pick<Port, 'network_id' | 'fixed_ips' | 'device_id'>): void {
+    for (const f of port.fixed_ips) this.portsByAddress.delete(`${port.network_id}|${f.ip_address}`);
+    if (port.device_id) this.portsByEndpoint.delete(port.device_id);
+  }
+
+  forgetEndpoint(endpointId: string): void {
+    this.portsByEndpoint.delete(endpointId);
+  }
+
+  cachedPortAt(networkId: string, ip: string): Port | undefined {
+    return this.portsByAddress.get(`${networkId}|${ip}`);
+  }
+
   /** The port bound to a Docker endpoint: kuryr (and kuryr-libnetwork) set device_id = endpoint ID. */
   async portForEndpoint(endpointId: string): Promise<Port | undefined> {
+    const cached = this.portsByEndpoint.get(endpointId);
+    if (cached) return cached;
     const ports = await this.neutron.list('ports', { device_id: endpointId });
+    if (ports[0]) this.rememberPort(ports[0]);
     return ports[0];
   }
 

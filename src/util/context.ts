@@ -13,6 +13,8 @@ export interface CallContext {
   requestId: string;
   handler: string;
   neutronCalls: NeutronCallRecord[];
+  /** Time spent waiting for Neutron's agent (port ACTIVE), not working. */
+  waitedMs?: number;
 }
 
 const storage = new AsyncLocalStorage<CallContext>();

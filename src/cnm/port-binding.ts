@@ -1,0 +1,99 @@
+// Binding a Neutron port to this host: the port attributes that make ML2 bind it here, the host
+// side (veth plugged for the vif_type) and waiting for the agent to report it ACTIVE. Shared by
+// IPAM, which creates ports already bound so the agent starts wiring as early as possible, and by
+// the endpoint handlers, which bind ports made elsewhere (a user's port, kuryr-libnetwork's).
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { BoundInterface, HostBinder } from '../binding/index.js';
+import type { NeutronClient } from '../neutron/client.js';
+import type { Port } from '../neutron/types.js';
+import { DEVICE_OWNER } from './naming.js';
+import type { NeutronView } from './neutron-view.js';
+
+const DEFAULT_MTU = 1500;
+const UNBOUND = new Set(['unbound', 'binding_failed']);
+
+export class PortBinding {
+  readonly active: ActiveWaiter;
+
+  constructor(
+    private readonly view: NeutronView,
+    readonly binder: HostBinder,
+    readonly host: string,
+  ) {
+    this.active = new ActiveWaiter(view.neutron);
+  }
+
+  /** Port attributes that bind it to this host (set together: DVR needs them in one update). */
+  bindAttrs(): Record<string, string> {
+    return { 'binding:host_id': this.host, device_owner: DEVICE_OWNER };
+  }
+
+  isBoundHere(port: Port): boolean {
+    return port['binding:host_id'] === this.host && !UNBOUND.has(port['binding:vif_type'] ?? 'unbound');
+  }
+
+  /** Creates (or re-creates, idempotently) the host side of a bound port. */
+  async plugHost(port: Port): Promise<BoundInterface> {
+    const net = await this.view.networkById(port.network_id);
+    return this.binder.bind(port, net.mtu ?? DEFAULT_MTU);
+  }
+}
+
+/**
+ * Waits for ports to turn ACTIVE. All ports being waited for are polled together, one Neutron
+ * request per tick however many containers start at once.
+ */
+export class ActiveWaiter {
+  private readonly waiting = new Map<string, { resolve: (status: string) => void; deadline: number }[]>();
+  private loop?: Promise<void>;
+
+  constructor(
+    private readonly neutron: NeutronClient,
+    private readonly tickMs = 250,
+  ) {}
+
+  /** Resolves with the port's status: 'ACTIVE', or the last status seen when `timeoutMs` ran out. */
+  wait(portId: string, timeoutMs: number): Promise<string> {
+    return new Promise((resolve) => {
+      const list = this.waiting.get(portId) ?? [];
+      list.push({ resolve, deadline: Date.now() + timeoutMs });
+      this.waiting.set(portId, list);
+      this.loop ??= this.run().finally(() => {
+        this.loop = undefined;
+      });
+    });
+  }
+
+  private async run(): Promise<void> {
+    const last = new Map<string, string>();
+    while (this.waiting.size > 0) {
+      await sleep(this.tickMs);
+      const ids = [...this.waiting.keys()];
+      try {
+        for (let i = 0; i < ids.length; i += 100) {
+          const ports = await this.neutron.list('ports', {
+            id: ids.slice(i, i + 100),
+            fields: ['id', 'status'],
+          });
+          for (const p of ports) last.set(p.id, p.status);
+        }
+      } catch {
+        // Neutron hiccup: keep waiting until the deadlines
+      }
+      const now = Date.now();
+      for (const id of ids) {
+        const status = last.get(id) ?? 'UNKNOWN';
+        const list = this.waiting.get(id) ?? [];
+        const keep = list.filter((w) => {
+          if (status === 'ACTIVE' || now >= w.deadline) {
+            w.resolve(status);
+            return false;
+          }
+          return true;
+        });
+        if (keep.length) this.waiting.set(id, keep);
+        else this.waiting.delete(id);
+      }
+    }
+  }
+}
