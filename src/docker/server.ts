@@ -155,7 +155,13 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       } finally {
         const ms = Math.round((performance.now() - started) * 10) / 10;
         opts.observer?.onFinish?.(handler, ms, error);
-        const line = { reqId: ctx.requestId, handler, ms, neutron: ctx.neutronCalls };
+        const line = {
+          reqId: ctx.requestId,
+          handler,
+          ms,
+          ...(ctx.waitedMs ? { waitedMs: ctx.waitedMs } : {}),
+          neutron: ctx.neutronCalls,
+        };
         if (error) opts.logger.warn({ ...line, err: errorMessage(error) }, `${handler} failed`);
         else opts.logger.info(line, handler);
       }
