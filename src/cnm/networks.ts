@@ -57,7 +57,13 @@ export class Networks {
       (d) => d.Pool && d.Pool !== '0.0.0.0/0',
     );
     await this.locks.run(req.NetworkID, async () => {
-      let net = await this.view.networkFor(req.NetworkID);
+      // Global scope: every host creates the same Docker network, so look before creating. Local
+      // scope: Docker creates a network once; a replay is caught below when Neutron refuses the
+      // pool's CIDR a second time, so the common case needs no lookup.
+      let net =
+        this.settings.scope === 'global'
+          ? await this.view.networkFor(req.NetworkID)
+          : this.view.cachedNetworkFor(req.NetworkID);
       let created = false;
       if (!net) {
         if (opts.net) net = await this.adopt(req.NetworkID, opts);
@@ -72,10 +78,17 @@ export class Networks {
         // Leave nothing behind for a network Docker will not know about.
         this.view.forgetNetwork(req.NetworkID);
         if (created) await this.neutron.delete('networks', net.id).catch(() => undefined);
+        if (created && (await this.isReplay(req.NetworkID))) return;
         else await this.untag(net, req.NetworkID).catch(() => undefined);
         throw err;
       }
     });
+  }
+
+  /** After our new network was refused its subnet: does one for this Docker network exist already? */
+  private async isReplay(dockerNetworkId: string): Promise<boolean> {
+    const existing = await this.view.networkFor(dockerNetworkId).catch(() => undefined);
+    return existing !== undefined;
   }
 
   private async createTagged(dockerNetworkId: string, shared?: boolean): Promise<Network> {

@@ -102,6 +102,10 @@ export class NeutronView {
     return found[0];
   }
 
+  cachedNetworkFor(dockerNetworkId: string): Network | undefined {
+    return this.networks.get(dockerNetworkId);
+  }
+
   taggedNetworks(dockerNetworkId: string): Promise<Network[]> {
     return this.neutron.list('networks', { tags: dockerIdTags(dockerNetworkId).join(',') });
   }
