@@ -4,9 +4,15 @@
 // if the agent has not yet and plug the tap ourselves. The agent adds the VXLAN/VLAN uplink.
 import { HostNetworkError, linkExists, runIpBatch } from './ip.js';
 
+/** Linux interface names: at most 15 characters, none of them space, '/' or ':'. */
+const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
+
 export function bridgeName(networkId: string, vifDetails?: Record<string, unknown>): string {
   const named = vifDetails?.bridge_name;
-  return typeof named === 'string' && named ? named : `brq${networkId.slice(0, 11)}`;
+  const name = typeof named === 'string' && named ? named : `brq${networkId.slice(0, 11)}`;
+  if (!IFNAME.test(name))
+    throw new HostNetworkError(`refusing bridge name ${JSON.stringify(name)}: not a Linux interface name`);
+  return name;
 }
 
 async function ensureBridge(bridge: string): Promise<void> {

@@ -1,7 +1,7 @@
 // A veth pair per endpoint: the host end is named the way Neutron agents look for it
 // (tap<port-id[:11]>, 14 chars, as nova and kuryr-lib do), the other end is handed to Docker,
 // which moves it into the container and renames it eth<N>.
-import { deleteLink, linkExists, runIpBatch } from './ip.js';
+import { deleteLink, HostNetworkError, linkExists, runIpBatch } from './ip.js';
 
 export const HOST_PREFIX = 'tap';
 export const CONTAINER_PREFIX = 't_c';
@@ -25,7 +25,27 @@ export interface VethSpec {
  * the host end up. Idempotent: when the host end exists the pair is already made (its peer may
  * already be inside a container), so only the host end's state is ensured.
  */
+const PORT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+/**
+ * Every value that reaches an `ip -batch` line is checked first: a stray newline or space would
+ * be another command or argument. (They come from Neutron, but we do not bet the host on that.)
+ */
+function checkSpec(spec: VethSpec): void {
+  if (!PORT_ID.test(spec.portId))
+    throw new HostNetworkError(`refusing to plug port id ${JSON.stringify(spec.portId)}: not a UUID`);
+  if (!MAC.test(spec.mac))
+    throw new HostNetworkError(
+      `refusing MAC ${JSON.stringify(spec.mac)} of port ${spec.portId}: not aa:bb:cc:dd:ee:ff`,
+    );
+  if (!Number.isInteger(spec.mtu) || spec.mtu < 68 || spec.mtu > 65535) {
+    throw new HostNetworkError(`refusing MTU ${spec.mtu} of port ${spec.portId}: not between 68 and 65535`);
+  }
+}
+
 export async function ensureVeth(spec: VethSpec): Promise<{ host: string; container: string }> {
+  checkSpec(spec);
   const host = hostIfaceName(spec.portId);
   const container = containerIfaceName(spec.portId);
   const mac = spec.mac.toLowerCase();
