@@ -56,6 +56,13 @@ export class Networks {
     const ipamData = [...(req.IPv4Data ?? []), ...(req.IPv6Data ?? [])].filter(
       (d) => d.Pool && d.Pool !== '0.0.0.0/0',
     );
+    // Bad input is refused before anything is created.
+    for (const [i, d] of ipamData.entries()) {
+      parseCidr(d.Pool, `IPAMData[${i}].Pool`);
+      if (d.Gateway) parseCidr(d.Gateway, `IPAMData[${i}].Gateway`);
+      for (const [name, aux] of Object.entries(d.AuxAddresses ?? {}))
+        parseCidr(aux, `IPAMData[${i}].AuxAddresses.${name}`);
+    }
     await this.locks.run(req.NetworkID, async () => {
       // Global scope: every host creates the same Docker network, so look before creating. Local
       // scope: Docker creates a network once; a replay is caught below when Neutron refuses the
