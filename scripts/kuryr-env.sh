@@ -9,7 +9,8 @@
 #   start    install if needed, start what is not running, wait for readiness,
 #            build the test image kuryr-test/busybox:latest, create the default
 #            subnetpools "kuryr"/"kuryr6", write $STATE/neutron.env
-#   stop     stop only what this script started (PID + /proc start time)
+#   stop     stop only what this script started (PID + /proc start time);
+#            stop NAME... stops only those daemons (e.g. neutron-server)
 #   status   daemons up/down, Neutron URL, agent liveness; rc 1 if one is down
 #   restart  stop + start
 # Environment:
@@ -427,8 +428,11 @@ cmd_status() {
 case "${1:-}" in
   install) need_root; mkdirs; timed cmd_install ;;
   start) need_root; mkdirs; cmd_start ;;
-  stop) need_root; cmd_stop ;;
+  stop) need_root
+    if [ $# -gt 1 ]; then   # stop only the named daemons (fault tests); `start` brings them back
+      shift; for n in "$@"; do [[ " $DAEMONS " == *" $n "* ]] || die "unknown daemon $n ($DAEMONS)"; stop_one "$n" 30; done
+    else cmd_stop; fi ;;
   restart) need_root; cmd_stop; mkdirs; cmd_start ;;
   status) cmd_status ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
