@@ -317,7 +317,10 @@ describe('NeutronClient', () => {
       try {
         await assert.rejects(refused.list('networks'), (err: unknown) => {
           assert.ok(err instanceof NeutronUnavailableError, String(err));
-          assert.match(err.message, /^Neutron unreachable: GET http:\/\/127\.0\.0\.1:\d+\/v2\.0\/networks failed/);
+          assert.match(
+            err.message,
+            /^Neutron unreachable: GET http:\/\/127\.0\.0\.1:\d+\/v2\.0\/networks failed/,
+          );
           assert.equal(err.status, 500);
           return true;
         });
