@@ -134,7 +134,11 @@ export class NeutronClient {
           (err as Error).name === 'TimeoutError'
             ? `no answer within ${this.opts.timeoutMs} ms`
             : (err as Error).message;
-        throw new NeutronUnavailableError(method, `${creds.endpoint.replace(/\/+$/, '')}${path.split('?')[0] ?? path}`, reason);
+        throw new NeutronUnavailableError(
+          method,
+          `${creds.endpoint.replace(/\/+$/, '')}${path.split('?')[0] ?? path}`,
+          reason,
+        );
       }
       const status = res.statusCode;
       if (status === 401 && attempt === 0) {
