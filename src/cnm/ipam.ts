@@ -16,7 +16,7 @@ import type {
   RequestPoolResponse,
 } from '../docker/protocol.js';
 import { OptionKeys } from '../docker/protocol.js';
-import { NeutronApiError } from '../neutron/errors.js';
+import { NeutronApiError, NeutronUnavailableError } from '../neutron/errors.js';
 import type { Port, Subnet, SubnetPool } from '../neutron/types.js';
 import { InvalidRequestError } from '../util/errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
@@ -330,15 +330,32 @@ export class NeutronIpam implements IpamDriver {
         throw err;
       });
     } catch (err) {
-      if (!(err instanceof NeutronApiError)) throw err;
-      const reused = await this.reuseHolder(err, subnet, wanted, mac);
-      if (!reused) throw explainNeutron(err, doing);
-      port = reused;
+      if (err instanceof NeutronUnavailableError && err.timedOut && mac) {
+        // The POST may have reached Neutron: Docker's MAC is unique, so it finds the port if it exists.
+        port = await this.recoverTimedOutCreate(err, subnet, mac);
+      } else {
+        if (!(err instanceof NeutronApiError)) throw err;
+        const reused = await this.reuseHolder(err, subnet, wanted, mac);
+        if (!reused) throw explainNeutron(err, doing);
+        port = reused;
+      }
     }
     this.view.rememberPort(port);
     const ip = port.fixed_ips.find((f) => f.subnet_id === subnet.id)?.ip_address;
     if (!ip) throw new InvalidRequestError(`Neutron port ${port.id} has no address in subnet ${subnet.id}`);
     return { Address: `${ip}/${prefixLength(subnet.cidr)}`, Data: {} };
+  }
+
+  /** After a POST that timed out: the port it created, plugged, or the timeout if there is none. */
+  private async recoverTimedOutCreate(
+    err: NeutronUnavailableError,
+    subnet: Subnet,
+    mac: string,
+  ): Promise<Port> {
+    const [port] = await this.neutron.list('ports', { network_id: subnet.network_id, mac_address: mac });
+    if (!port || port.device_id || !isKuryrPortOwner(port.device_owner)) throw err;
+    await this.ports.plugHost(port);
+    return port;
   }
 
   /**

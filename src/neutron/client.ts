@@ -1,6 +1,7 @@
 // A small typed Neutron v2.0 client: keep-alive connections, a deadline on every call, one retry
 // after re-authenticating on 401, and errors that keep Neutron's error type. Every call is
 // reported to the current Docker call's context (for logs) and to an optional observer (metrics).
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher, request } from 'undici';
 import { currentContext, type NeutronCallRecord } from '../util/context.js';
 import type { Authenticator } from './auth.js';
@@ -26,6 +27,17 @@ export function toQueryString(query: Query): string {
   }
   const s = params.toString();
   return s ? `?${s}` : '';
+}
+
+/** Statuses that mean "try again" (Neutron restarting, a proxy in front of it, a DB deadlock). */
+const TRANSIENT_STATUS = new Set([500, 502, 503, 504]);
+const RETRY_DELAYS_MS = [200, 600];
+
+/** A 401: the caller re-authenticates once, then surfaces `error`. */
+class Unauthorized extends Error {
+  constructor(readonly error: NeutronApiError) {
+    super(error.message);
+  }
 }
 
 export class NeutronClient {
@@ -109,61 +121,86 @@ export class NeutronClient {
 
   // ------------------------------------------------------------ transport
   /** One HTTP exchange with Neutron; re-authenticates and retries once on 401. */
+  /**
+   * One HTTP exchange with Neutron; re-authenticates and retries once on 401. Requests that are
+   * safe to repeat (GET, PUT, DELETE: Neutron applies them idempotently) are retried, boundedly,
+   * when the connection drops or Neutron answers 500/502/503/504; a POST never is (it could
+   * create a second port). Timeouts are not retried: the deadline bounds the whole call.
+   */
   async call(method: string, path: string, resource: string, body?: unknown): Promise<unknown> {
+    const retryable = method !== 'POST';
+    let reauthenticated = false;
     for (let attempt = 0; ; attempt++) {
-      const creds = await this.opts.auth.credentials();
-      const started = performance.now();
-      let res: Dispatcher.ResponseData;
-      let text: string;
       try {
-        res = await request(`${creds.endpoint.replace(/\/+$/, '')}${path}`, {
-          method: method as Dispatcher.HttpMethod,
-          headers: {
-            accept: 'application/json',
-            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-            ...creds.headers,
-          },
-          body: body === undefined ? undefined : JSON.stringify(body),
-          signal: AbortSignal.timeout(this.opts.timeoutMs),
-          dispatcher: this.dispatcher,
-        });
-        text = await res.body.text();
+        return await this.exchange(method, path, resource, body);
       } catch (err) {
-        this.record(method, resource, 0, started, 'Unavailable');
-        const reason =
-          (err as Error).name === 'TimeoutError'
-            ? `no answer within ${this.opts.timeoutMs} ms`
-            : (err as Error).message;
-        throw new NeutronUnavailableError(
-          method,
-          `${creds.endpoint.replace(/\/+$/, '')}${path.split('?')[0] ?? path}`,
-          reason,
-        );
+        if (err instanceof Unauthorized) {
+          if (reauthenticated) throw err.error;
+          reauthenticated = true;
+          this.opts.auth.invalidate();
+          attempt--;
+          continue;
+        }
+        const transient =
+          (err instanceof NeutronApiError && TRANSIENT_STATUS.has(err.httpStatus)) ||
+          (err instanceof NeutronUnavailableError && !err.timedOut);
+        if (!retryable || !transient || attempt >= RETRY_DELAYS_MS.length) throw err;
+        await sleep(RETRY_DELAYS_MS[attempt]);
       }
-      const status = res.statusCode;
-      if (status === 401 && attempt === 0) {
-        this.record(method, resource, status, started, 'Unauthorized');
-        this.opts.auth.invalidate();
-        continue;
-      }
-      if (status >= 400) {
-        const { type, detail } = parseErrorBody(status, text);
-        this.record(method, resource, status, started, type);
-        throw new NeutronApiError(status, type, detail, method, path);
-      }
-      if (!text || text === 'null') {
-        this.record(method, resource, status, started);
-        return undefined;
-      }
-      try {
-        const parsed: unknown = JSON.parse(text);
-        this.record(method, resource, status, started);
-        return parsed;
-      } catch {
-        // e.g. an HTML page from a proxy in front of Neutron
-        this.record(method, resource, status, started, 'InvalidResponse');
-        throw new NeutronApiError(status, 'InvalidResponse', `not JSON: ${text.slice(0, 120)}`, method, path);
-      }
+    }
+  }
+
+  private async exchange(method: string, path: string, resource: string, body?: unknown): Promise<unknown> {
+    const creds = await this.opts.auth.credentials();
+    const started = performance.now();
+    let res: Dispatcher.ResponseData;
+    let text: string;
+    try {
+      res = await request(`${creds.endpoint.replace(/\/+$/, '')}${path}`, {
+        method: method as Dispatcher.HttpMethod,
+        headers: {
+          accept: 'application/json',
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...creds.headers,
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+        dispatcher: this.dispatcher,
+      });
+      text = await res.body.text();
+    } catch (err) {
+      this.record(method, resource, 0, started, 'Unavailable');
+      const reason =
+        (err as Error).name === 'TimeoutError'
+          ? `no answer within ${this.opts.timeoutMs} ms`
+          : (err as Error).message;
+      const failure = new NeutronUnavailableError(
+        method,
+        `${creds.endpoint.replace(/\/+$/, '')}${path.split('?')[0] ?? path}`,
+        reason,
+      );
+      failure.timedOut = (err as Error).name === 'TimeoutError';
+      throw failure;
+    }
+    const status = res.statusCode;
+    if (status >= 400) {
+      const { type, detail } = parseErrorBody(status, text);
+      this.record(method, resource, status, started, status === 401 ? 'Unauthorized' : type);
+      const error = new NeutronApiError(status, type, detail, method, path);
+      throw status === 401 ? new Unauthorized(error) : error;
+    }
+    if (!text || text === 'null') {
+      this.record(method, resource, status, started);
+      return undefined;
+    }
+    try {
+      const parsed: unknown = JSON.parse(text);
+      this.record(method, resource, status, started);
+      return parsed;
+    } catch {
+      // e.g. an HTML page from a proxy in front of Neutron
+      this.record(method, resource, status, started, 'InvalidResponse');
+      throw new NeutronApiError(status, 'InvalidResponse', `not JSON: ${text.slice(0, 120)}`, method, path);
     }
   }
 

@@ -28,6 +28,9 @@ export class NeutronApiError extends DriverError {
 
 /** Neutron (or Keystone) could not be reached or did not answer in time. */
 export class NeutronUnavailableError extends DriverError {
+  /** No answer within the deadline (as opposed to a refused or dropped connection). */
+  timedOut = false;
+
   constructor(
     readonly method: string,
     readonly path: string,
