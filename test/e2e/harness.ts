@@ -78,7 +78,8 @@ export async function startKuryr(extraConfig = '', ready?: () => Promise<boolean
   const conf = join(dir, 'kuryr.conf');
   writeFileSync(
     conf,
-    `[DEFAULT]\ndebug = true\n${extraConfig}\n[neutron]\nauth_type = noauth\nendpoint_override = ${NEUTRON_URL}\n`,
+    // The test's own settings come last, so they win over these defaults (later keys win, as in oslo).
+    `[neutron]\nauth_type = noauth\nendpoint_override = ${NEUTRON_URL}\n[DEFAULT]\ndebug = true\n${extraConfig}\n`,
   );
   const logFile = join(dir, 'kuryr.log');
   const child = spawn(process.execPath, [join(ROOT, 'dist/cli/main.js'), '--config-file', conf, 'serve'], {
