@@ -1,0 +1,85 @@
+// dockerd restarted under containers started with --restart always: they come back on the same
+// kuryr network with working ports, and Neutron holds exactly one port per container.
+// CIDRs 10.97.0.0/16 belong to this file.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import {
+  cleanupDocker,
+  containerNet,
+  docker,
+  IMAGE,
+  type KuryrProcess,
+  networkId,
+  neutron,
+  neutronNetworksOf,
+  pingUntilReply,
+  run,
+  startKuryr,
+  uniqueName,
+  waitFor,
+  waitPortActive,
+} from '../e2e/harness.js';
+
+const ENV = new URL('../../scripts/kuryr-env.sh', import.meta.url).pathname;
+
+describe('dockerd restart with --restart always containers', () => {
+  let kuryr: KuryrProcess;
+  const net = uniqueName('dr');
+  const [c1, c2] = [uniqueName('dr-1'), uniqueName('dr-2')];
+
+  before(async () => {
+    kuryr = await startKuryr();
+  });
+  after(async () => {
+    await run(ENV, ['start'], 300_000);
+    await cleanupDocker([c1, c2], [net]);
+    await kuryr.stop();
+  });
+
+  it('the containers come back with the same network and one ACTIVE port each; nothing duplicated', async () => {
+    await docker(
+      'network',
+      'create',
+      '-d',
+      'kuryr',
+      '--ipam-driver',
+      'kuryr',
+      '--subnet',
+      '10.97.0.0/24',
+      net,
+    );
+    for (const c of [c1, c2])
+      await docker('run', '-d', '--restart', 'always', '--name', c, '--net', net, IMAGE, 'sleep', '3600');
+    const [neutronNet] = await neutronNetworksOf(await networkId(net));
+    assert.ok(neutronNet);
+    const t0 = Date.now();
+    await run(ENV, ['stop', 'dockerd'], 120_000);
+    await run(ENV, ['start'], 300_000);
+    for (const c of [c1, c2]) {
+      await waitFor(
+        `${c} running again`,
+        async () => (await docker('inspect', '-f', '{{.State.Running}}', c)) === 'true',
+        60_000,
+        500,
+      );
+    }
+    const recoverS = ((Date.now() - t0) / 1000).toFixed(1);
+    const [n1, n2] = [await containerNet(c1, net), await containerNet(c2, net)];
+    for (const n of [n1, n2]) await waitPortActive(n.endpointId, 60_000);
+    await pingUntilReply(c1, n2.ip);
+    assert.deepEqual(
+      (await neutronNetworksOf(await networkId(net))).map((n) => n.id),
+      [neutronNet.id],
+      'same Neutron network',
+    );
+    const ports = await neutron.list('ports', { network_id: neutronNet.id });
+    assert.equal(
+      ports.length,
+      2,
+      `one port per container (found ${ports.map((p) => p.device_id.slice(0, 12)).join(', ')})`,
+    );
+    process.stdout.write(
+      `\n| dockerd restarted under 2 --restart always containers | both back, ACTIVE, pinging; same network, 2 ports | ${recoverS} s | 0 |\n`,
+    );
+  });
+});
