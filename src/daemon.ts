@@ -150,7 +150,18 @@ async function listenTcp(
   const tls = d.enable_ssl;
   const app = buildServer({
     ...opts,
-    ...(tls ? { https: { cert: readFileSync(d.ssl_cert_file), key: readFileSync(d.ssl_key_file) } } : {}),
+    ...(tls
+      ? {
+          https: {
+            cert: readFileSync(d.ssl_cert_file),
+            key: readFileSync(d.ssl_key_file),
+            // Mutual TLS: only clients (Docker) with a certificate from this CA get in.
+            ...(d.ssl_client_ca_file
+              ? { ca: readFileSync(d.ssl_client_ca_file), requestCert: true, rejectUnauthorized: true }
+              : {}),
+          },
+        }
+      : {}),
   });
   apps.push(app);
   await app.listen({ host: url.hostname, port: Number(url.port) || 23750 });
@@ -159,9 +170,11 @@ async function listenTcp(
   let specFile: string;
   if (tls) {
     specFile = join(d.spec_dir, `${d.spec_name}.json`);
+    // What Docker uses to talk to us: our CA to verify us, and its client certificate for mTLS.
     const TLSConfig = {
       InsecureSkipVerify: !d.ssl_ca_file,
       ...(d.ssl_ca_file ? { CAFile: d.ssl_ca_file } : {}),
+      ...(d.ssl_client_cert_file ? { CertFile: d.ssl_client_cert_file, KeyFile: d.ssl_client_key_file } : {}),
     };
     writeFileSync(specFile, `${JSON.stringify({ Name: d.spec_name, Addr: origin, TLSConfig }, null, 2)}\n`);
   } else {

@@ -41,6 +41,11 @@ export const OPTIONS = {
     ssl_cert_file: { kind: 'string', default: '/var/lib/kuryr/certs/cert.pem' },
     ssl_key_file: { kind: 'string', default: '/var/lib/kuryr/certs/key.pem' },
     ssl_ca_file: { kind: 'string', default: '' },
+    // Ours: mutual TLS. Clients must present a certificate from ssl_client_ca_file; the spec file
+    // tells Docker to use ssl_client_cert_file / ssl_client_key_file.
+    ssl_client_ca_file: { kind: 'string', default: '' },
+    ssl_client_cert_file: { kind: 'string', default: '' },
+    ssl_client_key_file: { kind: 'string', default: '' },
     // Ours: where Docker finds us. The unix socket needs no spec file; TCP is opt-in.
     plugin_socket: { kind: 'string', default: '/run/docker/plugins/kuryr.sock' },
     listen_tcp: { kind: 'bool', default: false },

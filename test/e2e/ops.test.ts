@@ -226,34 +226,78 @@ describe('kuryr gc after a killed driver', () => {
   });
 });
 
-describe('TCP listener with TLS and a .json spec file', () => {
+describe('TCP listener with mutual TLS and a .json spec file', () => {
   let kuryr: KuryrProcess;
   const name = `kuryr-tls-${randomBytes(3).toString('hex')}`;
   const specFile = `/etc/docker/plugins/${name}.json`;
   const net = uniqueName('tls');
+  const dir = mkdtempSync(join(tmpdir(), 'kuryr-tls-'));
+  const f = (n: string) => join(dir, n);
+  const URL_ = 'https://127.0.0.1:23773/Plugin.Activate';
 
   before(async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kuryr-tls-'));
-    const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
+    const selfSigned = (cn: string, key: string, cert: string, san?: string) =>
+      run('openssl', [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        `/CN=${cn}`,
+        ...(san ? ['-addext', `subjectAltName=${san}`] : []),
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ]);
+    await selfSigned('127.0.0.1', f('server.key'), f('server.pem'), 'IP:127.0.0.1');
+    // A client CA, and Docker's client certificate signed by it.
+    await selfSigned('kuryr-client-ca', f('ca.key'), f('ca.pem'));
     await run('openssl', [
       'req',
-      '-x509',
       '-newkey',
       'rsa:2048',
       '-nodes',
+      '-subj',
+      '/CN=dockerd',
+      '-keyout',
+      f('client.key'),
+      '-out',
+      f('client.csr'),
+    ]);
+    await run('openssl', [
+      'x509',
+      '-req',
+      '-in',
+      f('client.csr'),
+      '-CA',
+      f('ca.pem'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
       '-days',
       '2',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-      '-keyout',
-      key,
       '-out',
-      cert,
+      f('client.pem'),
     ]);
     kuryr = await startKuryr(
-      `plugin_socket =\nlisten_tcp = true\nkuryr_uri = http://127.0.0.1:23773\nenable_ssl = true\nssl_cert_file = ${cert}\nssl_key_file = ${key}\nssl_ca_file = ${cert}\nspec_name = ${name}\nmetrics_listen =`,
+      [
+        'plugin_socket =',
+        'listen_tcp = true',
+        'kuryr_uri = http://127.0.0.1:23773',
+        'enable_ssl = true',
+        `ssl_cert_file = ${f('server.pem')}`,
+        `ssl_key_file = ${f('server.key')}`,
+        `ssl_ca_file = ${f('server.pem')}`,
+        `ssl_client_ca_file = ${f('ca.pem')}`,
+        `ssl_client_cert_file = ${f('client.pem')}`,
+        `ssl_client_key_file = ${f('client.key')}`,
+        `spec_name = ${name}`,
+        'metrics_listen =',
+      ].join('\n'),
       async () => existsSync(specFile),
     );
   });
@@ -262,15 +306,32 @@ describe('TCP listener with TLS and a .json spec file', () => {
     await kuryr.stop();
   });
 
-  it('writes a .json spec with TLSConfig, and Docker drives the plugin over TLS', async () => {
+  it('refuses plain HTTP and clients without a certificate from the client CA', async () => {
+    const curl = (...args: string[]) =>
+      run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', ...args]).catch(
+        () => 'refused',
+      );
+    assert.notEqual(await curl('http://127.0.0.1:23773/Plugin.Activate'), '200');
+    assert.notEqual(await curl('--cacert', f('server.pem'), URL_), '200');
+    assert.notEqual(
+      await curl('--cacert', f('server.pem'), '--cert', f('server.pem'), '--key', f('server.key'), URL_),
+      '200',
+    );
+    assert.equal(
+      await curl('--cacert', f('server.pem'), '--cert', f('client.pem'), '--key', f('client.key'), URL_),
+      '200',
+    );
+  });
+
+  it('writes a .json spec with TLSConfig, and Docker drives the plugin over mutual TLS', async () => {
     const spec = JSON.parse(readFileSync(specFile, 'utf8')) as {
-      Name: string;
       Addr: string;
-      TLSConfig: { CAFile?: string; InsecureSkipVerify: boolean };
+      TLSConfig: { CAFile?: string; CertFile?: string; KeyFile?: string; InsecureSkipVerify: boolean };
     };
     assert.equal(spec.Addr, 'https://127.0.0.1:23773');
     assert.equal(spec.TLSConfig.InsecureSkipVerify, false);
-    assert.ok(spec.TLSConfig.CAFile);
+    assert.equal(spec.TLSConfig.CAFile, f('server.pem'));
+    assert.equal(spec.TLSConfig.CertFile, f('client.pem'));
     await docker('network', 'create', '-d', name, '--ipam-driver', name, '--subnet', '10.83.0.0/24', net);
     assert.equal((await neutronNetworksOf(await networkId(net))).length, 1);
     await docker('network', 'rm', net);
