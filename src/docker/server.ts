@@ -64,7 +64,7 @@ function routes(network: P.NetworkDriver, ipam: P.IpamDriver): Record<string, Ro
     '/IpamDriver.RequestAddress': { schema: P.RequestAddressRequest, handle: (b) => ipam.requestAddress(b) },
     '/IpamDriver.ReleaseAddress': { schema: P.ReleaseAddressRequest, handle: (b) => ipam.releaseAddress(b) },
   };
-  // Optional methods: without them Docker gets a 404, which it reads as "not implemented".
+  // Optional methods: without them Docker gets a 404, which it takes to mean the method is absent.
   const { programExternalConnectivity: program, revokeExternalConnectivity: revoke } = network;
   if (program)
     table['/NetworkDriver.ProgramExternalConnectivity'] = {

@@ -21,7 +21,7 @@ export class InvalidRequestError extends DriverError {
 /** A resource the request refers to does not exist (in Neutron or on the host). */
 export class NotFoundError extends DriverError {
   constructor(message: string) {
-    // Never 404: Docker reads a 404 as "method not implemented" and silently ignores it.
+    // Never 404: Docker takes a 404 to mean "this plugin lacks the method" and silently ignores it.
     super(message, 500);
   }
 }

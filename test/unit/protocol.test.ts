@@ -364,7 +364,7 @@ describe('docker protocol server', () => {
       assert.deepEqual(res.json(), { Err: 'just a string' });
     });
 
-    it('NotFoundError → 500, never 404 (Docker would read 404 as "not implemented")', async () => {
+    it('NotFoundError → 500, never 404 (Docker would take a 404 to mean the method is absent)', async () => {
       h.network.failWith.set(
         'deleteNetwork',
         new NotFoundError('no Neutron network for this Docker network'),
