@@ -11,7 +11,6 @@ import type { Port } from '../neutron/types.js';
 import { DriverError } from '../util/errors.js';
 import { deleteLink, HostNetworkError, linkExists, runIpBatch } from './ip.js';
 
-export const DEFAULT_OVS_BRIDGE = 'br-int';
 /** How ovs-vsctl is run on a real OVS host: it waits (at most 10 s) for ovs-vswitchd to apply. */
 export const DEFAULT_VSCTL: readonly string[] = ['ovs-vsctl', '--timeout=10'];
 const VSCTL_TIMEOUT_MS = 20_000;

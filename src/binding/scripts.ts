@@ -12,7 +12,6 @@ import { join } from 'node:path';
 import type { Port } from '../neutron/types.js';
 import { DriverError } from '../util/errors.js';
 
-export const DEFAULT_BINDIR = '/usr/libexec/kuryr';
 export const DEFAULT_SCRIPT_TIMEOUT_MS = 30_000;
 /** kuryr-lib's constants.FALLBACK_VIF_TYPE: what a port without binding:vif_type is run as. */
 const FALLBACK_VIF_TYPE = 'unbound';

@@ -153,6 +153,7 @@ export const OptionKeys = {
   portMap: 'com.docker.network.portmap',
 } as const;
 
+export type ActivateResponse = Static<typeof ActivateResponse>;
 export type IpamData = Static<typeof IpamData>;
 export type CreateNetworkRequest = Static<typeof CreateNetworkRequest>;
 export type NetworkIdRequest = Static<typeof NetworkIdRequest>;

@@ -32,7 +32,9 @@ interface Route {
 
 function routes(network: P.NetworkDriver, ipam: P.IpamDriver): Record<string, Route> {
   const table: Record<string, Route> = {
-    '/Plugin.Activate': { handle: async () => ({ Implements: ['NetworkDriver', 'IpamDriver'] }) },
+    '/Plugin.Activate': {
+      handle: async (): Promise<P.ActivateResponse> => ({ Implements: ['NetworkDriver', 'IpamDriver'] }),
+    },
     '/NetworkDriver.GetCapabilities': { handle: () => network.getCapabilities() },
     '/NetworkDriver.CreateNetwork': {
       schema: P.CreateNetworkRequest,
