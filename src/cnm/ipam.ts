@@ -313,11 +313,28 @@ export class NeutronIpam implements IpamDriver {
     }
     const mac = options[OptionKeys.macAddress]?.toLowerCase();
     const doing = `creating a Neutron port for ${wanted ?? 'an address'} in subnet ${subnet.id} (${subnet.cidr})`;
-    let port: Port;
+    // Docker asks once per family with the same MAC: a port of ours with it is this endpoint's.
+    const sibling = mac ? this.view.cachedUnboundPortWithMac(subnet.network_id, mac) : undefined;
+    const port = sibling
+      ? await this.addToSibling(sibling, subnet, wanted)
+      : await this.createPort(subnet, wanted, mac, doing);
+    this.view.rememberPort(port);
+    const ip = port.fixed_ips.find((f) => f.subnet_id === subnet.id)?.ip_address;
+    if (!ip) throw new InvalidRequestError(`Neutron port ${port.id} has no address in subnet ${subnet.id}`);
+    return { Address: `${ip}/${prefixLength(subnet.cidr)}`, Data: {} };
+  }
+
+  /** A new port for the address, bound to this host, with its veth plugged (or the holder we may reuse). */
+  private async createPort(
+    subnet: Subnet,
+    wanted: string | undefined,
+    mac: string | undefined,
+    doing: string,
+  ): Promise<Port> {
     try {
       // Created bound to this host, with its veth plugged right away: the L2 agent starts wiring
       // it while Docker is still on its way to CreateEndpoint and Join.
-      port = await this.neutron.create('ports', {
+      const port = await this.neutron.create('ports', {
         network_id: subnet.network_id,
         name: UNBOUND_PORT_NAME,
         admin_state_up: true,
@@ -329,21 +346,32 @@ export class NeutronIpam implements IpamDriver {
         await this.neutron.delete('ports', port.id).catch(() => undefined); // nothing half-made
         throw err;
       });
+      return port;
     } catch (err) {
       if (err instanceof NeutronUnavailableError && err.timedOut && mac) {
         // The POST may have reached Neutron: Docker's MAC is unique, so it finds the port if it exists.
-        port = await this.recoverTimedOutCreate(err, subnet, mac);
-      } else {
-        if (!(err instanceof NeutronApiError)) throw err;
-        const reused = await this.reuseHolder(err, subnet, wanted, mac);
-        if (!reused) throw explainNeutron(err, doing);
-        port = reused;
+        return this.recoverTimedOutCreate(err, subnet, mac);
       }
+      if (!(err instanceof NeutronApiError)) throw err;
+      const reused = await this.reuseHolder(err, subnet, wanted, mac);
+      if (!reused) throw explainNeutron(err, doing);
+      return reused;
     }
-    this.view.rememberPort(port);
-    const ip = port.fixed_ips.find((f) => f.subnet_id === subnet.id)?.ip_address;
-    if (!ip) throw new InvalidRequestError(`Neutron port ${port.id} has no address in subnet ${subnet.id}`);
-    return { Address: `${ip}/${prefixLength(subnet.cidr)}`, Data: {} };
+  }
+
+  /** Dual stack: the endpoint's other-family address goes onto the port it already has. */
+  private async addToSibling(sibling: Port, subnet: Subnet, wanted?: string): Promise<Port> {
+    if (sibling.fixed_ips.some((f) => f.subnet_id === subnet.id)) return sibling;
+    const fixedIps = [
+      ...sibling.fixed_ips,
+      wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id },
+    ];
+    const updated = await explained(
+      `adding an address in subnet ${subnet.cidr} to dual-stack port ${sibling.id}`,
+      () => this.neutron.update('ports', sibling.id, { fixed_ips: fixedIps }),
+    );
+    this.view.forgetPort(sibling);
+    return updated;
   }
 
   /** After a POST that timed out: the port it created, plugged, or the timeout if there is none. */
@@ -373,17 +401,7 @@ export class NeutronIpam implements IpamDriver {
     if (err.type === 'MacAddressInUse' && mac) {
       const [sibling] = await this.neutron.list('ports', { network_id: subnet.network_id, mac_address: mac });
       if (!sibling || sibling.device_id || !isKuryrPortOwner(sibling.device_owner)) return undefined;
-      if (sibling.fixed_ips.some((f) => f.subnet_id === subnet.id)) return sibling;
-      const fixedIps = [
-        ...sibling.fixed_ips,
-        wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id },
-      ];
-      const updated = await explained(
-        `adding an address in subnet ${subnet.cidr} to dual-stack port ${sibling.id}`,
-        () => this.neutron.update('ports', sibling.id, { fixed_ips: fixedIps }),
-      );
-      this.view.forgetPort(sibling);
-      return updated;
+      return this.addToSibling(sibling, subnet, wanted);
     }
     if (err.type === 'IpAddressAlreadyAllocated' && wanted) {
       const [holder] = await this.view.portsWithAddress(subnet, wanted);

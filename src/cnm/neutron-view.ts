@@ -256,6 +256,15 @@ export class NeutronView {
     this.portsByEndpoint.delete(endpointId);
   }
 
+  /** A port this process made on the network with this MAC and no endpoint yet (dual stack's first half). */
+  cachedUnboundPortWithMac(networkId: string, mac: string): Port | undefined {
+    for (const port of this.portsByAddress.values()) {
+      if (port.network_id === networkId && !port.device_id && port.mac_address.toLowerCase() === mac)
+        return port;
+    }
+    return undefined;
+  }
+
   cachedPortAt(networkId: string, ip: string): Port | undefined {
     return this.portsByAddress.get(`${networkId}|${ip}`);
   }
