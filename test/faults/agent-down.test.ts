@@ -21,6 +21,7 @@ import {
   waitFor,
   waitPortActive,
 } from '../e2e/harness.js';
+import { addRow } from './report.js';
 
 const ENV = new URL('../../scripts/kuryr-env.sh', import.meta.url).pathname;
 
@@ -70,8 +71,11 @@ describe('L2 agent down', () => {
     await run(ENV, ['start'], 300_000); // agent back
     await docker('run', '-d', '--name', afterwards, '--net', net, IMAGE, 'sleep', '600');
     await waitPortActive((await containerNet(afterwards, net)).endpointId);
-    process.stdout.write(
-      `\n| L2 agent stopped | docker run failed after ${failS.toFixed(1)} s naming the agent and host; worked once it was back | ${((Date.now() - t1) / 1000).toFixed(1)} s (incl. agent start) | 0 |\n`,
-    );
+    addRow({
+      scenario: 'L2 agent stopped',
+      result: `docker run failed after ${failS.toFixed(1)} s naming the agent and host; works once it is back`,
+      recover: `${((Date.now() - t1) / 1000).toFixed(1)} s (incl. agent start)`,
+      leaked: (await neutron.list('ports', { network_id: n?.id })).filter((p) => !p.device_id).length,
+    });
   });
 });

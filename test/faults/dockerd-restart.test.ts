@@ -19,6 +19,7 @@ import {
   waitFor,
   waitPortActive,
 } from '../e2e/harness.js';
+import { addRow } from './report.js';
 
 const ENV = new URL('../../scripts/kuryr-env.sh', import.meta.url).pathname;
 
@@ -78,8 +79,11 @@ describe('dockerd restart with --restart always containers', () => {
       2,
       `one port per container (found ${ports.map((p) => p.device_id.slice(0, 12)).join(', ')})`,
     );
-    process.stdout.write(
-      `\n| dockerd restarted under 2 --restart always containers | both back, ACTIVE, pinging; same network, 2 ports | ${recoverS} s | 0 |\n`,
-    );
+    addRow({
+      scenario: 'dockerd restarted under --restart always containers',
+      result: 'both back with ACTIVE ports and pinging; same Neutron network; exactly 2 ports',
+      recover: `${recoverS} s`,
+      leaked: ports.length - 2,
+    });
   });
 });

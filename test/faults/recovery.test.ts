@@ -22,9 +22,9 @@ import {
   waitFor,
   waitPortActive,
 } from '../e2e/harness.js';
+import { addRow } from './report.js';
 
 const ENV = new URL('../../scripts/kuryr-env.sh', import.meta.url).pathname;
-const rows: string[] = [];
 
 async function leaked(): Promise<number> {
   const engine = new DockerEngine();
@@ -40,12 +40,6 @@ async function leaked(): Promise<number> {
     await engine.close();
   }
 }
-
-after(() => {
-  process.stdout.write(
-    `\n| scenario | result | time to recover | resources leaked |\n|---|---|---|---|\n${rows.join('\n')}\n\n`,
-  );
-});
 
 describe('Neutron stopped while containers start', () => {
   let kuryr: KuryrProcess;
@@ -98,9 +92,12 @@ describe('Neutron stopped while containers start', () => {
     await waitPortActive((await containerNet(after_, net)).endpointId);
     await pingUntilReply(after_, (await containerNet(before, net)).ip);
     const leaks = await leaked();
-    rows.push(
-      `| Neutron stopped during docker run | failed in ${(failMs / 1000).toFixed(1)} s naming Neutron's URL; works after restart | ${(recoverMs / 1000).toFixed(1)} s (incl. neutron-server start) | ${leaks} |`,
-    );
+    addRow({
+      scenario: 'Neutron stopped during docker run',
+      result: `failed in ${(failMs / 1000).toFixed(1)} s naming Neutron's URL; works again without restarting kuryr`,
+      recover: `${(recoverMs / 1000).toFixed(1)} s (incl. neutron-server start)`,
+      leaked: leaks,
+    });
     assert.equal(leaks, 0);
   });
 });
@@ -157,8 +154,11 @@ describe('driver killed (SIGKILL) during 20 concurrent container starts, then re
       const { endpointId } = await containerNet(name, net);
       assert.equal(ports.filter((p) => p.device_id === endpointId).length, 1, `${name} has exactly one port`);
     }
-    rows.push(
-      `| SIGKILL during 20 parallel docker run -d | ${running.length} running (ACTIVE ports), ${20 - running.length} failed and removed; gc removed ${gc.stdout.split('\n').filter(Boolean).length} | ${(recoverMs / 1000).toFixed(1)} s until all docker runs returned | ${leaks} |`,
-    );
+    addRow({
+      scenario: 'driver SIGKILLed during 20 parallel docker run -d',
+      result: `${running.length} running with ACTIVE ports, ${20 - running.length} failed and removed; gc removed ${gc.stdout.split('\n').filter(Boolean).length} more`,
+      recover: `${(recoverMs / 1000).toFixed(1)} s until every docker run returned`,
+      leaked: leaks,
+    });
   });
 });
