@@ -10,6 +10,7 @@ const EXPECTED = [
   'port POST answered after the deadline',
   'driver SIGKILLed during 20 parallel docker run -d',
   'dockerd restarted under --restart always containers',
+  'dockerd restarted under --restart always containers (request replay on)',
   'L2 agent stopped',
   'Keystone token near expiry, then Keystone down',
   'hostile input on all 21 endpoints',
