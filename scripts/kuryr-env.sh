@@ -160,6 +160,14 @@ cmd_install() {
   say "installing: $(echo "$missing" | tr '\n' ' ')(log $LOG/apt.log)"
   [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -print -quit)" ] || apt-get update -q
   local apt=(apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends)
+  # This script runs the daemons itself: keep packages from starting their own copies (on a host
+  # with an init system they would hold our ports). Only while installing, and only if the host
+  # has no policy of its own.
+  local policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+    trap 'rm -f /usr/sbin/policy-rc.d' RETURN
+  fi
   "${apt[@]}" "${PACKAGES[@]}" >"$LOG/apt.log" 2>&1 ||
     { apt-get update -q >>"$LOG/apt.log" 2>&1 && "${apt[@]}" "${PACKAGES[@]}" >>"$LOG/apt.log" 2>&1; } \
     || { tail -n 20 "$LOG/apt.log" >&2; die "apt-get install failed, see $LOG/apt.log"; }
