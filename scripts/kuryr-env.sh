@@ -166,7 +166,7 @@ cmd_install() {
   local policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
-    trap 'rm -f /usr/sbin/policy-rc.d' RETURN
+    trap 'rm -f /usr/sbin/policy-rc.d; trap - RETURN' RETURN
   fi
   "${apt[@]}" "${PACKAGES[@]}" >"$LOG/apt.log" 2>&1 ||
     { apt-get update -q >>"$LOG/apt.log" 2>&1 && "${apt[@]}" "${PACKAGES[@]}" >>"$LOG/apt.log" 2>&1; } \
