@@ -29,6 +29,8 @@ function sh(cmd: string, args: string[], timeoutMs = 120_000): Promise<string> {
   });
 }
 const docker = (...args: string[]) => sh(DOCKER, args);
+const kuryrNetwork = (...args: string[]) =>
+  docker('network', 'create', '-d', 'kuryr', '--ipam-driver', 'kuryr', ...args);
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
   const t0 = performance.now();
@@ -181,19 +183,7 @@ async function main(): Promise<void> {
     // ------------------------------------------------ kuryr, sequential
     for (let i = 0; i < RUNS; i++) {
       const net = `${tag}-n${i}`;
-      await measure('docker network create', () =>
-        docker(
-          'network',
-          'create',
-          '-d',
-          'kuryr',
-          '--ipam-driver',
-          'kuryr',
-          '--subnet',
-          `10.202.${i}.0/24`,
-          net,
-        ),
-      );
+      await measure('docker network create', () => kuryrNetwork('--subnet', `10.202.${i}.0/24`, net));
       nets.push(net);
     }
     const main = `${tag}-n0`;
@@ -223,20 +213,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < RUNS; i++) {
       const net = `${tag}-d${i}`;
       await measure('dual stack: docker network create', () =>
-        docker(
-          'network',
-          'create',
-          '-d',
-          'kuryr',
-          '--ipam-driver',
-          'kuryr',
-          '--ipv6',
-          '--subnet',
-          `10.203.${i}.0/24`,
-          '--subnet',
-          `fd00:203:${i}::/64`,
-          net,
-        ),
+        kuryrNetwork('--ipv6', '--subnet', `10.203.${i}.0/24`, '--subnet', `fd00:203:${i}::/64`, net),
       );
       const c = `${tag}-dc${i}`;
       await measure('dual stack: docker run -d', () =>
@@ -250,17 +227,7 @@ async function main(): Promise<void> {
     const spread: string[] = [];
     for (let i = 0; i < 10; i++) {
       const net = `${tag}-p${i}`;
-      await docker(
-        'network',
-        'create',
-        '-d',
-        'kuryr',
-        '--ipam-driver',
-        'kuryr',
-        '--subnet',
-        `10.204.${i}.0/24`,
-        net,
-      );
+      await kuryrNetwork('--subnet', `10.204.${i}.0/24`, net);
       nets.push(net);
       spread.push(net);
     }

@@ -14,6 +14,7 @@ import type { Network, Port, Subnet } from '../../src/neutron/types.js';
 import {
   cleanupDocker,
   containerNet,
+  createKuryrNetwork,
   docker,
   dockerFails,
   HOST,
@@ -31,8 +32,6 @@ import {
   uniqueName,
   waitFor,
 } from './harness.js';
-
-const KURYR_NET = ['-d', 'kuryr', '--ipam-driver', 'kuryr'];
 
 /** Everything one describe() creates, removed in its after() even when a test failed half-way. */
 class Created {
@@ -56,7 +55,7 @@ class Created {
     const name = uniqueName(prefix);
     this.networks.push(name);
     this.cidrs.push(cidr);
-    await docker('network', 'create', ...KURYR_NET, '--subnet', cidr, ...extra, name);
+    await createKuryrNetwork('--subnet', cidr, ...extra, name);
     const dockerId = await networkId(name);
     this.dockerNetIds.push(dockerId);
     const nets = await neutronNetworksOf(dockerId);

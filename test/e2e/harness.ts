@@ -30,6 +30,12 @@ export function run(cmd: string, args: string[], timeoutMs = 120_000): Promise<s
 
 export const docker = (...args: string[]) => run(DOCKER, args);
 
+/** Both halves of the plugin: `-d kuryr --ipam-driver kuryr`. */
+export const KURYR_NET = ['-d', 'kuryr', '--ipam-driver', 'kuryr'];
+
+/** `docker network create -d kuryr --ipam-driver kuryr ARGS...` */
+export const createKuryrNetwork = (...args: string[]) => docker('network', 'create', ...KURYR_NET, ...args);
+
 /** Runs docker and returns its error text; fails the test if docker succeeded. */
 export async function dockerFails(...args: string[]): Promise<string> {
   try {

@@ -6,9 +6,11 @@ import { subnetPoolName } from '../../src/cnm/naming.js';
 import {
   cleanupDocker,
   containerNet,
+  createKuryrNetwork,
   docker,
   dockerFails,
   IMAGE,
+  KURYR_NET,
   type KuryrProcess,
   networkId,
   neutron,
@@ -18,8 +20,6 @@ import {
   startKuryr,
   uniqueName,
 } from './harness.js';
-
-const KURYR_NET = ['-d', 'kuryr', '--ipam-driver', 'kuryr'];
 
 async function subnetsOf(dockerNetwork: string) {
   const [net] = await neutronNetworksOf(await networkId(dockerNetwork));
@@ -46,7 +46,7 @@ describe('IPAM', () => {
 
   it('--subnet without --gateway: Neutron gateway is the first address and containers route through it', async () => {
     const net = track('n', uniqueName('nogw'));
-    await docker('network', 'create', ...KURYR_NET, '--subnet', '10.41.0.0/24', net);
+    await createKuryrNetwork('--subnet', '10.41.0.0/24', net);
     const { subnets } = await subnetsOf(net);
     assert.equal(subnets[0]?.gateway_ip, '10.41.0.1');
     const c = track('c', uniqueName('nogw-c'));
@@ -56,10 +56,7 @@ describe('IPAM', () => {
 
   it('--ip-range and --aux-address shape the Neutron allocation pools', async () => {
     const net = track('n', uniqueName('range'));
-    await docker(
-      'network',
-      'create',
-      ...KURYR_NET,
+    await createKuryrNetwork(
       '--subnet',
       '10.42.0.0/24',
       '--gateway',
@@ -92,8 +89,8 @@ describe('IPAM', () => {
     assert.ok(pool, 'default subnetpool kuryr exists (scripts/kuryr-env.sh creates it)');
     const a = track('n', uniqueName('dflt-a'));
     const b = track('n', uniqueName('dflt-b'));
-    await docker('network', 'create', ...KURYR_NET, a);
-    await docker('network', 'create', ...KURYR_NET, b);
+    await createKuryrNetwork(a);
+    await createKuryrNetwork(b);
     const sa = (await subnetsOf(a)).subnets[0];
     const sb = (await subnetsOf(b)).subnets[0];
     assert.equal(sa?.subnetpool_id, pool.id);
@@ -126,7 +123,7 @@ describe('IPAM', () => {
 
   it("--ip and --mac-address land on the Neutron port; a taken --ip is refused with Neutron's reason", async () => {
     const net = track('n', uniqueName('fixed'));
-    await docker('network', 'create', ...KURYR_NET, '--subnet', '10.43.0.0/24', net);
+    await createKuryrNetwork('--subnet', '10.43.0.0/24', net);
     const c = track('c', uniqueName('fixed-c'));
     await docker(
       'run',
@@ -176,17 +173,7 @@ describe('IPAM', () => {
 
   it('dual stack: one Neutron port per container with both families, ping over IPv4 and IPv6', async () => {
     const net = track('n', uniqueName('dual'));
-    await docker(
-      'network',
-      'create',
-      ...KURYR_NET,
-      '--ipv6',
-      '--subnet',
-      '10.44.0.0/24',
-      '--subnet',
-      'fd00:41:44::/64',
-      net,
-    );
+    await createKuryrNetwork('--ipv6', '--subnet', '10.44.0.0/24', '--subnet', 'fd00:41:44::/64', net);
     const { subnets } = await subnetsOf(net);
     assert.deepEqual(subnets.map((s) => s.cidr).sort(), ['10.44.0.0/24', 'fd00:41:44::/64']);
     const [c1, c2] = [track('c', uniqueName('dual-1')), track('c', uniqueName('dual-2'))];
@@ -206,8 +193,8 @@ describe('IPAM', () => {
 
   it('the same CIDR on two Docker networks: two Neutron networks from two subnetpools, both usable', async () => {
     const [a, b] = [track('n', uniqueName('same-a')), track('n', uniqueName('same-b'))];
-    await docker('network', 'create', ...KURYR_NET, '--subnet', '10.45.0.0/24', a);
-    await docker('network', 'create', ...KURYR_NET, '--subnet', '10.45.0.0/24', b);
+    await createKuryrNetwork('--subnet', '10.45.0.0/24', a);
+    await createKuryrNetwork('--subnet', '10.45.0.0/24', b);
     const [sa, sb] = [(await subnetsOf(a)).subnets[0], (await subnetsOf(b)).subnets[0]];
     assert.notEqual(sa?.network_id, sb?.network_id);
     assert.notEqual(sa?.subnetpool_id, sb?.subnetpool_id);

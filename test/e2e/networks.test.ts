@@ -7,9 +7,11 @@ import { dockerIdTags, existingNetworkTag, subnetPoolName } from '../../src/cnm/
 import {
   cleanupDocker,
   containerNet,
+  createKuryrNetwork,
   docker,
   dockerFails,
   IMAGE,
+  KURYR_NET,
   type KuryrProcess,
   networkId,
   neutron,
@@ -22,7 +24,6 @@ import {
   waitPortActive,
 } from './harness.js';
 
-const KURYR_NET = ['-d', 'kuryr', '--ipam-driver', 'kuryr'];
 const hexId = () => randomBytes(32).toString('hex');
 
 /** Neutron resources a test made itself, deleted in after() even when the test fails. */
@@ -62,16 +63,7 @@ describe('existing Neutron networks, subnets and subnetpools', () => {
   it('-o neutron.net.uuid joins an existing network: tagged, used, then untagged and left intact', async () => {
     const existing = made.add('networks', await neutron.create('networks', { name: uniqueName('e2e-net') }));
     const net = track(networks, uniqueName('exist'));
-    await docker(
-      'network',
-      'create',
-      ...KURYR_NET,
-      '--subnet',
-      '10.51.0.0/24',
-      '-o',
-      `neutron.net.uuid=${existing.id}`,
-      net,
-    );
+    await createKuryrNetwork('--subnet', '10.51.0.0/24', '-o', `neutron.net.uuid=${existing.id}`, net);
     const id = await networkId(net);
     const tagged = await neutron.get('networks', existing.id);
     for (const t of [...dockerIdTags(id), existingNetworkTag(id)]) assert.ok(tagged.tags.includes(t), t);
@@ -109,10 +101,7 @@ describe('existing Neutron networks, subnets and subnetpools', () => {
       }),
     );
     const net = track(networks, uniqueName('exist-sub'));
-    await docker(
-      'network',
-      'create',
-      ...KURYR_NET,
+    await createKuryrNetwork(
       '--subnet',
       '10.52.0.0/24',
       '-o',
@@ -140,26 +129,8 @@ describe('existing Neutron networks, subnets and subnetpools', () => {
       await neutron.create('networks', { name: uniqueName('e2e-shared') }),
     );
     const [a, b] = [track(networks, uniqueName('two-a')), track(networks, uniqueName('two-b'))];
-    await docker(
-      'network',
-      'create',
-      ...KURYR_NET,
-      '--subnet',
-      '10.53.1.0/24',
-      '-o',
-      `neutron.net.uuid=${existing.id}`,
-      a,
-    );
-    await docker(
-      'network',
-      'create',
-      ...KURYR_NET,
-      '--subnet',
-      '10.53.2.0/24',
-      '-o',
-      `neutron.net.uuid=${existing.id}`,
-      b,
-    );
+    await createKuryrNetwork('--subnet', '10.53.1.0/24', '-o', `neutron.net.uuid=${existing.id}`, a);
+    await createKuryrNetwork('--subnet', '10.53.2.0/24', '-o', `neutron.net.uuid=${existing.id}`, b);
     const cidrs = (await neutron.list('subnets', { network_id: existing.id })).map((s) => s.cidr).sort();
     assert.deepEqual(cidrs, ['10.53.1.0/24', '10.53.2.0/24']);
     const [ca, cb] = [track(containers, uniqueName('two-ca')), track(containers, uniqueName('two-cb'))];
@@ -184,16 +155,7 @@ describe('existing Neutron networks, subnets and subnetpools', () => {
 
   it('neutron.net.shared: a new network is created shared; a conflict with an existing one is refused', async () => {
     const net = track(networks, uniqueName('shared'));
-    await docker(
-      'network',
-      'create',
-      ...KURYR_NET,
-      '--subnet',
-      '10.54.0.0/24',
-      '-o',
-      'neutron.net.shared=true',
-      net,
-    );
+    await createKuryrNetwork('--subnet', '10.54.0.0/24', '-o', 'neutron.net.shared=true', net);
     const [n] = await neutronNetworksOf(await networkId(net));
     assert.equal(n?.shared, true);
     const unshared = made.add(
@@ -226,10 +188,7 @@ describe('existing Neutron networks, subnets and subnetpools', () => {
       }),
     );
     const [a, b] = [track(networks, uniqueName('pool-a')), track(networks, uniqueName('pool-b'))];
-    await docker(
-      'network',
-      'create',
-      ...KURYR_NET,
+    await createKuryrNetwork(
       '--subnet',
       '10.55.7.0/24',
       '-o',
@@ -238,10 +197,7 @@ describe('existing Neutron networks, subnets and subnetpools', () => {
       `neutron.pool.uuid=${pool.id}`,
       a,
     );
-    await docker(
-      'network',
-      'create',
-      ...KURYR_NET,
+    await createKuryrNetwork(
       '-o',
       `neutron.pool.name=${pool.name}`,
       '--ipam-opt',
@@ -269,10 +225,7 @@ describe('existing Neutron networks, subnets and subnetpools', () => {
       }),
     );
     const a = track(networks, uniqueName('tiny-a'));
-    await docker(
-      'network',
-      'create',
-      ...KURYR_NET,
+    await createKuryrNetwork(
       '--ipam-opt',
       `neutron.pool.uuid=${pool.id}`,
       '-o',

@@ -11,6 +11,7 @@ import { request } from 'undici';
 import {
   cleanupDocker,
   containerNet,
+  createKuryrNetwork,
   docker,
   hostLinks,
   IMAGE,
@@ -25,7 +26,6 @@ import {
   uniqueName,
 } from './harness.js';
 
-const KURYR_NET = ['-d', 'kuryr', '--ipam-driver', 'kuryr'];
 const METRICS = '127.0.0.1:23771';
 
 describe('CLI, metrics and logs against the real services', () => {
@@ -93,7 +93,7 @@ describe('CLI, metrics and logs against the real services', () => {
   });
 
   it('metrics and one JSON log line per call after real Docker traffic', async () => {
-    await docker('network', 'create', ...KURYR_NET, '--subnet', '10.81.0.0/24', net);
+    await createKuryrNetwork('--subnet', '10.81.0.0/24', net);
     await docker('run', '-d', '--name', c, '--net', net, IMAGE, 'sleep', '600');
     const endpoint = (await containerNet(c, net)).endpointId;
     await docker('rm', '-f', c);

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import {
   cleanupDocker,
+  createKuryrNetwork,
   docker,
   IMAGE,
   type KuryrProcess,
@@ -61,9 +62,7 @@ describe('Neutron requests per Docker operation', () => {
   });
 
   it('stay within budget for network create, run, stop, rm and network rm', async () => {
-    await counted('docker network create', () =>
-      docker('network', 'create', '-d', 'kuryr', '--ipam-driver', 'kuryr', '--subnet', '10.91.0.0/24', net),
-    );
+    await counted('docker network create', () => createKuryrNetwork('--subnet', '10.91.0.0/24', net));
     await counted('docker run -d', () =>
       docker('run', '-d', '--name', c1, '--net', net, IMAGE, 'sleep', '600'),
     );

@@ -6,6 +6,7 @@ import { dockerIdTags, subnetPoolName } from '../../src/cnm/naming.js';
 import {
   cleanupDocker,
   containerNet,
+  createKuryrNetwork,
   docker,
   HOST,
   hostLinks,
@@ -40,19 +41,7 @@ describe('walking skeleton: two containers on a kuryr network', () => {
   });
 
   it('docker network create makes exactly one tagged Neutron network with the subnet and gateway', async () => {
-    await docker(
-      'network',
-      'create',
-      '-d',
-      'kuryr',
-      '--ipam-driver',
-      'kuryr',
-      '--subnet',
-      subnet,
-      '--gateway',
-      '10.30.0.1',
-      net,
-    );
+    await createKuryrNetwork('--subnet', subnet, '--gateway', '10.30.0.1', net);
     dockerNet = await networkId(net);
     const nets = await neutronNetworksOf(dockerNet);
     assert.equal(nets.length, 1, 'one Neutron network carries the Docker network tags');

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import {
   cleanupDocker,
   containerNet,
+  createKuryrNetwork,
   docker,
   dockerFails,
   HOST,
@@ -40,17 +41,7 @@ describe('L2 agent down', () => {
   });
 
   it('reports the ACTIVE timeout naming agent and host, leaks nothing, and recovers when the agent is back', async () => {
-    await docker(
-      'network',
-      'create',
-      '-d',
-      'kuryr',
-      '--ipam-driver',
-      'kuryr',
-      '--subnet',
-      '10.94.0.0/24',
-      net,
-    );
+    await createKuryrNetwork('--subnet', '10.94.0.0/24', net);
     const [n] = await neutronNetworksOf(await networkId(net));
     await run(ENV, ['stop', 'neutron-agent'], 120_000);
     const t0 = Date.now();

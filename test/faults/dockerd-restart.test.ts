@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import {
   cleanupDocker,
   containerNet,
+  createKuryrNetwork,
   docker,
   IMAGE,
   type KuryrProcess,
@@ -39,7 +40,7 @@ function scenario(replay: boolean, subnet: string): void {
     });
 
     it('the containers come back with the same network and one ACTIVE port each; nothing duplicated', async () => {
-      await docker('network', 'create', '-d', 'kuryr', '--ipam-driver', 'kuryr', '--subnet', subnet, net);
+      await createKuryrNetwork('--subnet', subnet, net);
       for (const c of [c1, c2])
         await docker('run', '-d', '--restart', 'always', '--name', c, '--net', net, IMAGE, 'sleep', '3600');
       const [neutronNet] = await neutronNetworksOf(await networkId(net));

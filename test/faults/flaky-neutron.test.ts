@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import {
   cleanupDocker,
   containerNet,
+  createKuryrNetwork,
   docker,
   IMAGE,
   type KuryrProcess,
@@ -98,17 +99,7 @@ describe('Neutron behind a fault-injecting proxy', () => {
   });
 
   it('every third GET/PUT/DELETE answered 503: all Docker operations succeed, nothing duplicated', async () => {
-    await docker(
-      'network',
-      'create',
-      '-d',
-      'kuryr',
-      '--ipam-driver',
-      'kuryr',
-      '--subnet',
-      '10.96.0.0/24',
-      net,
-    );
+    await createKuryrNetwork('--subnet', '10.96.0.0/24', net);
     for (const c of containers.slice(0, 3))
       await docker('run', '-d', '--name', c, '--net', net, IMAGE, 'sleep', '600');
     assert.ok(proxy.injected.e503 >= 3, `faults injected: ${proxy.injected.e503}`);

@@ -211,6 +211,20 @@ describe('listener defences', () => {
     await kuryr.stop();
   });
 
+  /** curl arguments that POST Plugin.Activate on the socket and print only the HTTP status. */
+  const ACTIVATE_STATUS = [
+    '-s',
+    '-o',
+    '/dev/null',
+    '-w',
+    '%{http_code}',
+    '--unix-socket',
+    SOCKET,
+    '-X',
+    'POST',
+    'http://p/Plugin.Activate',
+  ];
+
   it('the plugin socket is root:root 0660 and an unprivileged user cannot talk to it', async () => {
     const st = statSync(SOCKET);
     assert.equal(st.mode & 0o777, 0o660);
@@ -221,35 +235,12 @@ describe('listener defences', () => {
       '--regid=nogroup',
       '--clear-groups',
       'curl',
-      '-s',
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code}',
-      '--unix-socket',
-      SOCKET,
-      '-X',
-      'POST',
-      'http://p/Plugin.Activate',
+      ...ACTIVATE_STATUS,
     ]).catch((e: Error) => e.message);
     assert.doesNotMatch(out, /^200$/);
     assert.match(out, /000|Permission denied|failed/);
     // root still can
-    assert.equal(
-      await run('curl', [
-        '-s',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        '--unix-socket',
-        SOCKET,
-        '-X',
-        'POST',
-        'http://p/Plugin.Activate',
-      ]),
-      '200',
-    );
+    assert.equal(await run('curl', ACTIVATE_STATUS), '200');
   });
 
   it('unknown ids never reach Neutron as anything but a query value', async () => {

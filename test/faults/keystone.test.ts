@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import {
   cleanupDocker,
+  createKuryrNetwork,
   docker,
   dockerFails,
   IMAGE,
@@ -85,17 +86,7 @@ describe('Keystone token expiry and outage', () => {
   });
 
   it('re-authenticates when the token nears expiry, with no failed Docker call', async () => {
-    await docker(
-      'network',
-      'create',
-      '-d',
-      'kuryr',
-      '--ipam-driver',
-      'kuryr',
-      '--subnet',
-      '10.98.0.0/24',
-      net,
-    );
+    await createKuryrNetwork('--subnet', '10.98.0.0/24', net);
     await docker('run', '-d', '--name', containers[0] as string, '--net', net, IMAGE, 'sleep', '600');
     const first = state.issued;
     assert.ok(first >= 1);

@@ -8,6 +8,7 @@ import { findGarbage } from '../../src/ops/gc.js';
 import {
   cleanupDocker,
   containerNet,
+  createKuryrNetwork,
   docker,
   dockerFails,
   HOST,
@@ -53,17 +54,7 @@ describe('Neutron stopped while containers start', () => {
 
   it('fails fast naming Neutron and its URL, then works again without restarting the driver', async () => {
     kuryr = await startKuryr();
-    await docker(
-      'network',
-      'create',
-      '-d',
-      'kuryr',
-      '--ipam-driver',
-      'kuryr',
-      '--subnet',
-      '10.95.0.0/24',
-      net,
-    );
+    await createKuryrNetwork('--subnet', '10.95.0.0/24', net);
     const before = names[names.push(uniqueName('nd-before')) - 1] as string;
     await docker('run', '-d', '--name', before, '--net', net, IMAGE, 'sleep', '600');
     await run(ENV, ['stop', 'neutron-server'], 120_000);
@@ -113,17 +104,7 @@ describe('driver killed (SIGKILL) during 20 concurrent container starts, then re
 
   it('every container ends running with an ACTIVE port or removed; gc leaves nothing; networking survives', async () => {
     kuryr = await startKuryr();
-    await docker(
-      'network',
-      'create',
-      '-d',
-      'kuryr',
-      '--ipam-driver',
-      'kuryr',
-      '--subnet',
-      '10.95.1.0/24',
-      net,
-    );
+    await createKuryrNetwork('--subnet', '10.95.1.0/24', net);
     const starts = Promise.allSettled(
       names.map((n) => docker('run', '-d', '--name', n, '--net', net, IMAGE, 'sleep', '600')),
     );

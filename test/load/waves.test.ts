@@ -9,6 +9,7 @@ import { DockerEngine } from '../../src/docker/engine.js';
 import { findGarbage } from '../../src/ops/gc.js';
 import {
   cleanupDocker,
+  createKuryrNetwork,
   docker,
   HOST,
   hostLinks,
@@ -55,18 +56,7 @@ describe(`${WAVES * PER_WAVE} containers over ${NETWORKS} networks in waves`, ()
 
   before(async () => {
     kuryr = await startKuryr();
-    for (const [i, n] of nets.entries())
-      await docker(
-        'network',
-        'create',
-        '-d',
-        'kuryr',
-        '--ipam-driver',
-        'kuryr',
-        '--subnet',
-        `10.99.${i}.0/24`,
-        n,
-      );
+    for (const [i, n] of nets.entries()) await createKuryrNetwork('--subnet', `10.99.${i}.0/24`, n);
   });
   after(async () => {
     await cleanupDocker(all, nets);
