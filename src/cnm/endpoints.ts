@@ -75,7 +75,7 @@ export class Endpoints {
       this.neutron.setTags('ports', port.id, tags),
     ]);
     const bound = { ...updated, tags };
-    await this.ports.plugHost(bound);
+    await this.ports.ensureHost(bound);
     this.view.rememberPort(bound);
     return { Interface: mac ? {} : { MacAddress: bound.mac_address } };
   }
@@ -120,7 +120,7 @@ export class Endpoints {
       this.view.subnets(port.fixed_ips.map((f) => f.subnet_id)),
       this.view.requireNetworkFor(dockerNetworkId),
       // After a host reboot the veth is gone while Neutron still has the port: make it again.
-      this.ports.plugHost(port),
+      this.ports.ensureHost(port),
     ]);
     await this.waitActive(port);
     const v4 = subnets.find((s) => s.ip_version === 4);

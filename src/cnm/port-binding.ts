@@ -4,6 +4,8 @@
 // the endpoint handlers, which bind ports made elsewhere (a user's port, kuryr-libnetwork's).
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BoundInterface, HostBinder } from '../binding/index.js';
+import { linkExists } from '../binding/ip.js';
+import { hostIfaceName } from '../binding/veth.js';
 import type { NeutronClient } from '../neutron/client.js';
 import type { Port } from '../neutron/types.js';
 import { DEVICE_OWNER } from './naming.js';
@@ -36,6 +38,15 @@ export class PortBinding {
   async plugHost(port: Port): Promise<BoundInterface> {
     const net = await this.view.networkById(port.network_id);
     return this.binder.bind(port, net.mtu ?? DEFAULT_MTU);
+  }
+
+  /**
+   * The host side exists already in the normal case (RequestAddress made it): a file-system check,
+   * no `ip` processes on the container-start path. Only a port plugged elsewhere, or a host that
+   * rebooted, gets it made here.
+   */
+  async ensureHost(port: Port): Promise<void> {
+    if (!linkExists(hostIfaceName(port.id))) await this.plugHost(port);
   }
 }
 
