@@ -138,7 +138,10 @@ export class NeutronView {
   }
 
   forgetNetwork(dockerNetworkId: string): void {
+    const net = this.networks.get(dockerNetworkId);
     this.networks.delete(dockerNetworkId);
+    // Another Docker network may share the Neutron network (neutron.net.*): keep its MTU then.
+    if (net && ![...this.networks.values()].some((n) => n.id === net.id)) this.networksById.delete(net.id);
   }
 
   // ------------------------------------------------------------------ pools and their subnets
