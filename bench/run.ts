@@ -18,6 +18,8 @@ const NEUTRON_LOG = process.env.NEUTRON_LOG ?? '/var/lib/kuryr-env/log/neutron-s
 const METRICS = '127.0.0.1:23781';
 const ROOT = new URL('..', import.meta.url).pathname;
 const SOCKET = '/run/docker/plugins/kuryr.sock';
+const ENV = join(ROOT, 'scripts/kuryr-env.sh');
+const POOL_SIZE = Number(process.env.BENCH_POOL_SIZE ?? 20);
 
 function sh(cmd: string, args: string[], timeoutMs = 120_000): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -110,6 +112,76 @@ async function ipOf(container: string, network: string, v6 = false): Promise<str
   );
 }
 
+/**
+ * Starts n containers at once; the row has total time, failures, Neutron requests (all of them,
+ * background pool refills included) and kuryr ports left after rm -f beyond `keep` (the peers).
+ */
+async function parallelRun(
+  label: string,
+  n: number,
+  pick: (i: number) => string,
+  keep: number,
+): Promise<string> {
+  const names = Array.from(
+    { length: n },
+    (_, i) => `b${process.pid}-par-${Math.random().toString(36).slice(2, 7)}-${i}`,
+  );
+  const before = await ourNeutronCount();
+  const t = performance.now();
+  const outcomes = await Promise.allSettled(
+    names.map((c, i) => docker('run', '-d', '--name', c, '--net', pick(i), IMAGE, 'sleep', '600')),
+  );
+  const total = performance.now() - t;
+  const failed = outcomes.filter((o) => o.status === 'rejected').length;
+  const reqs = (await ourNeutronCount()) - before;
+  await Promise.allSettled(names.map((c) => docker('rm', '-f', c)));
+  const ports = Number(
+    await sh('sh', [
+      '-c',
+      `curl -s '${NEUTRON_URL}/v2.0/ports?device_owner=compute:kuryr&name=kuryr-pool-port&fields=id' | grep -o '"id"' | wc -l`,
+    ]),
+  );
+  const all = Number(
+    await sh('sh', [
+      '-c',
+      `curl -s '${NEUTRON_URL}/v2.0/ports?device_owner=compute:kuryr&fields=id' | grep -o '"id"' | wc -l`,
+    ]),
+  );
+  const leaked = all - ports - keep;
+  return `| ${label} | ${(total / 1000).toFixed(2)} s | ${failed} | ${reqs} | ${leaked} |`;
+}
+
+/** Waits until the warm pool holds `n` ACTIVE ports (kuryr's own gauge). */
+async function poolActive(n: number, timeoutMs = 120_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await (await request(`http://${METRICS}/metrics`)).body.text();
+    const m = /^kuryr_warm_pool_ports\{state="active"\} (\d+)/m.exec(text);
+    if (m && Number(m[1]) >= n) return;
+    if (Date.now() > end)
+      throw new Error(`warm pool: ${m?.[1] ?? 0} of ${n} ports ACTIVE after ${timeoutMs / 1000} s`);
+    await sleep(200);
+  }
+}
+
+/** Neutron requests Docker waited for in these handlers (kuryr's log), per call: median. */
+function syncRequests(log: string, handlers: string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const h of handlers) {
+    const counts = readFileSync(log, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`"handler":"${h}"`))
+      .map((l) => (JSON.parse(l) as { neutron?: unknown[] }).neutron?.length ?? 0);
+    out[h] = stats(counts).median;
+  }
+  return out;
+}
+
+async function restartDockerd(): Promise<void> {
+  await sh(ENV, ['stop', 'dockerd'], 120_000);
+  await sh(ENV, ['start'], 300_000);
+}
+
 function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : Number.NaN;
@@ -168,6 +240,15 @@ async function main(): Promise<void> {
         () => docker('run', '--rm', '--net', 'none', IMAGE, 'true'),
         false,
       );
+    for (let i = 0; i < RUNS; i++) {
+      const c = `${tag}-none${i}`;
+      await measure(
+        'floor: docker run -d --net none',
+        () => docker('run', '-d', '--name', c, '--net', 'none', IMAGE, 'sleep', '600'),
+        false,
+      );
+      await docker('rm', '-f', c);
+    }
     await docker('network', 'create', '--subnet', '10.201.0.0/24', `${tag}-bridge`);
     nets.push(`${tag}-bridge`);
     for (let i = 0; i < RUNS; i++) {
@@ -224,39 +305,25 @@ async function main(): Promise<void> {
     }
 
     // ------------------------------------------------ parallel starts
-    const spread: string[] = [];
-    for (let i = 0; i < 10; i++) {
-      const net = `${tag}-p${i}`;
-      await kuryrNetwork('--subnet', `10.204.${i}.0/24`, net);
-      nets.push(net);
-      spread.push(net);
-    }
+    /** Ten kuryr networks 10.<second>.0-9.0/24, for starts spread over networks. */
+    const tenNetworks = async (prefix: string, second: number): Promise<string[]> => {
+      const made: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const net = `${tag}-${prefix}${i}`;
+        await kuryrNetwork('--subnet', `10.${second}.${i}.0/24`, net);
+        nets.push(net);
+        made.push(net);
+      }
+      return made;
+    };
+    const spread = await tenNetworks('p', 204);
     const parallel: string[] = [];
     for (const n of PARALLEL) {
       for (const [label, pick] of [
         ['one network', () => main],
         ['10 networks', (i: number) => spread[i % spread.length] as string],
       ] as const) {
-        const names = Array.from({ length: n }, (_, i) => `${tag}-par${n}-${label.length}-${i}`);
-        const before = await ourNeutronCount();
-        const t = performance.now();
-        const outcomes = await Promise.allSettled(
-          names.map((c, i) => docker('run', '-d', '--name', c, '--net', pick(i), IMAGE, 'sleep', '600')),
-        );
-        const total = performance.now() - t;
-        const failed = outcomes.filter((o) => o.status === 'rejected').length;
-        const reqs = (await ourNeutronCount()) - before;
-        await Promise.allSettled(names.map((c) => docker('rm', '-f', c)));
-        const leaked =
-          Number(
-            await sh('sh', [
-              '-c',
-              `curl -s '${NEUTRON_URL}/v2.0/ports?device_owner=compute:kuryr&fields=id' | grep -o '"id"' | wc -l`,
-            ]),
-          ) - 1; // the peer
-        parallel.push(
-          `| ${n} × docker run -d, ${label} | ${(total / 1000).toFixed(2)} s | ${failed} | ${reqs} | ${leaked} |`,
-        );
+        parallel.push(await parallelRun(`${n} × docker run -d, ${label}`, n, pick, 1));
       }
     }
     const rssLoaded = rssMb(pid);
@@ -283,6 +350,70 @@ async function main(): Promise<void> {
       record('active_wait_timeout = 0: docker run → first ping').ms.push(performance.now() - t);
       await docker('rm', '-f', c);
     }
+
+    // ------------------------------------------------ warm pool
+    await stop(child);
+    const warmConf = join(dir, 'warm.conf');
+    writeFileSync(
+      warmConf,
+      `${readFileSync(conf, 'utf8')}[vif_pool]\nsize = ${POOL_SIZE}\nbatch = 10\n`.replace(
+        `log_file = ${logFile}`,
+        `log_file = ${logFile}.warm`,
+      ),
+    );
+    child = (await launch(warmConf)).proc;
+    const warmPid = child.pid as number;
+    // Docker reads the IPAM capabilities (RequiresMACAddress, off with the pool) once per activation.
+    await restartDockerd();
+    const warm = `${tag}-w`;
+    await kuryrNetwork('--subnet', '10.205.0.0/24', warm);
+    nets.push(warm);
+    const warmPeer = `${tag}-wpeer`;
+    await docker('run', '-d', '--name', warmPeer, '--net', warm, IMAGE, 'sleep', '3600');
+    containers.push(warmPeer);
+    const warmPeerIp = await ipOf(warmPeer, warm);
+    for (let i = 0; i < RUNS; i++) {
+      await poolActive(POOL_SIZE);
+      const c = `${tag}-wc${i}`;
+      const t = performance.now();
+      await measure(
+        'warm pool: docker run -d',
+        () => docker('run', '-d', '--name', c, '--net', warm, IMAGE, 'sleep', '600'),
+        false,
+      );
+      while (!(await pingOnce(c, warmPeerIp))) await sleep(20);
+      record('warm pool: docker run → first ping to a peer succeeds').ms.push(performance.now() - t);
+      await measure('warm pool: docker rm -f (running)', () => docker('rm', '-f', c), false);
+    }
+    const waitedFor = syncRequests(`${logFile}.warm`, [
+      'IpamDriver.RequestAddress',
+      'NetworkDriver.CreateEndpoint',
+      'NetworkDriver.Join',
+    ]);
+    await poolActive(POOL_SIZE);
+    const spreadWarm = await tenNetworks('wp', 206);
+    await poolActive(POOL_SIZE * 11, 300_000);
+    for (const [n, label, pick] of [
+      [20, 'one network', () => warm],
+      [20, '10 networks', (i: number) => spreadWarm[i % 10] as string],
+      [50, '10 networks', (i: number) => spreadWarm[i % 10] as string],
+    ] as const) {
+      await poolActive(POOL_SIZE * 11, 300_000);
+      parallel.push(await parallelRun(`warm pool: ${n} × docker run -d, ${label}`, n, pick, 2));
+    }
+    const rssWarm = rssMb(warmPid);
+    const poolLeft = async () =>
+      Number(
+        await sh('sh', [
+          '-c',
+          `curl -s '${NEUTRON_URL}/v2.0/ports?name=kuryr-pool-port&fields=id' | grep -o '"id"' | wc -l`,
+        ]),
+      );
+    const poolBefore = await poolLeft();
+    await stop(child);
+    const poolAfter = await poolLeft();
+    child = (await launch(conf)).proc;
+    await restartDockerd();
 
     // ------------------------------------------------ plugin overhead per call (excluding Neutron time)
     const overhead: Record<string, number[]> = {};
@@ -337,6 +468,13 @@ async function main(): Promise<void> {
         ),
       '',
       `Driver startup (process start → answering Plugin.Activate): ${fmt(startupMs)}. RSS: ${rssIdle.toFixed(0)} MB idle, ${rssLoaded.toFixed(0)} MB after the load above.`,
+      '',
+      `Warm pool (\`[vif_pool] size = ${POOL_SIZE}\`): Neutron requests Docker waited for per call, median: ` +
+        Object.entries(waitedFor)
+          .map(([h, n]) => `${h} ${n}`)
+          .join(', ') +
+        ` (the endpoint's identity, 2 requests, is written in the background; Join's subnet read starts at RequestAddress). ` +
+        `RSS after the warm-pool load: ${rssWarm.toFixed(0)} MB. Pool ports: ${poolBefore} before SIGTERM, ${poolAfter} after.`,
       '',
     ];
     const report = lines.join('\n');

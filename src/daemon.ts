@@ -12,6 +12,7 @@ import { NeutronIpam } from './cnm/ipam.js';
 import { NeutronNetworkDriver } from './cnm/network.js';
 import { NeutronView } from './cnm/neutron-view.js';
 import { PortBinding } from './cnm/port-binding.js';
+import { neutronPoolBackend, WarmPool } from './cnm/warm-pool.js';
 import type { Config } from './config/config.js';
 import type { IpamDriver, NetworkDriver } from './docker/protocol.js';
 import { buildServer, type CallObserver } from './docker/server.js';
@@ -26,12 +27,17 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-/** The drivers, ready to be served by one or more listeners. */
+export interface DriverHooks extends EndpointHooks {
+  warnDetail(message: string, detail?: Record<string, unknown>): void;
+  poolTaken?(hit: boolean): void;
+}
+
+/** The drivers, ready to be served by one or more listeners, and the warm pool they share. */
 export function buildDrivers(
   config: Config,
   neutron: NeutronClient,
-  hooks: EndpointHooks,
-): { network: NetworkDriver; ipam: IpamDriver } {
+  hooks: DriverHooks,
+): { network: NetworkDriver; ipam: IpamDriver; pool: WarmPool; settle: () => Promise<void> } {
   const view = new NeutronView(neutron);
   const defaultSubnetpools = {
     4: config.neutron.default_subnetpool_v4,
@@ -44,9 +50,15 @@ export function buildDrivers(
     scriptTimeoutMs: config.binding.script_timeout * 1000,
   });
   const ports = new PortBinding(view, binder, config.DEFAULT.host);
+  const pool = new WarmPool(
+    neutronPoolBackend(ports),
+    { size: config.vif_pool.size, batch: Math.max(1, config.vif_pool.batch), retryMs: 30_000 },
+    { warn: hooks.warnDetail, taken: hooks.poolTaken },
+  );
   const network = new NeutronNetworkDriver(
     view,
     ports,
+    pool,
     {
       scope: config.DEFAULT.capability_scope,
       vethDstPrefix: config.binding.veth_dst_prefix,
@@ -59,14 +71,20 @@ export function buildDrivers(
     },
     hooks,
   );
-  const ipam = new NeutronIpam(view, ports, {
-    localAddressSpace: config.DEFAULT.local_default_address_space,
-    globalAddressSpace: config.DEFAULT.global_default_address_space,
-    subnetpoolNamePrefix: config.DEFAULT.subnetpool_name_prefix,
-    defaultSubnetpools,
-    requestReplay: config.DEFAULT.ipam_request_replay,
-  });
-  return { network, ipam };
+  const ipam = new NeutronIpam(
+    view,
+    ports,
+    pool,
+    {
+      localAddressSpace: config.DEFAULT.local_default_address_space,
+      globalAddressSpace: config.DEFAULT.global_default_address_space,
+      subnetpoolNamePrefix: config.DEFAULT.subnetpool_name_prefix,
+      defaultSubnetpools,
+      requestReplay: config.DEFAULT.ipam_request_replay,
+    },
+    hooks,
+  );
+  return { network, ipam, pool, settle: () => view.settleAll() };
 }
 
 /** True when something answers on the socket (another kuryr), false for a stale file. */
@@ -84,16 +102,24 @@ function socketInUse(path: string): Promise<boolean> {
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
   const metrics = new Metrics();
   const neutron = createNeutronClient(config, metrics.onNeutronCall);
-  const drivers = buildDrivers(config, neutron, {
+  const { pool, settle, ...drivers } = buildDrivers(config, neutron, {
     warn: (msg) => logger.warn(msg),
+    warnDetail: (msg, detail) => logger.warn(detail ?? {}, msg),
     activeWaited: (s) => metrics.bindingWaitSeconds.observe(s),
+    poolTaken: (hit) => metrics.poolTakes.inc({ result: hit ? 'hit' : 'miss' }),
   });
+  metrics.watchPool(() => pool.stats());
   const observer: CallObserver = metrics.observer;
   const apps: FastifyInstance[] = [];
   const servers: Server[] = [];
   const cleanup: string[] = [];
   const close = async () => {
     await Promise.all(apps.map((a) => a.close())); // each waits for its in-flight calls
+    await settle(); // endpoint identities still being written to Neutron
+    // Warm ports are not left behind (a killed daemon's are adopted by the next one).
+    await pool
+      .close()
+      .catch((err) => logger.error({ err: errorMessage(err) }, 'draining the warm pool failed'));
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
     for (const f of cleanup) if (existsSync(f)) unlinkSync(f);
     await neutron.close();
@@ -132,6 +158,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     throw err;
   }
   checkNeutron(neutron, logger);
+  adoptWarmPorts(pool, logger);
   return { apps, neutron, close };
 }
 
@@ -183,6 +210,21 @@ async function listenTcp(
   }
   logger.info({ url: origin, specFile }, 'listening for Docker on TCP');
   return specFile;
+}
+
+/**
+ * In the background after start: warm-pool ports a previous run left on this host are taken back
+ * (or deleted, with the pool now off). Listing them is one request; it does not delay serving.
+ */
+function adoptWarmPorts(pool: WarmPool, logger: Logger): void {
+  pool
+    .adopt()
+    .then(({ adopted, removed }) => {
+      if (adopted || removed) logger.info({ adopted, removed }, 'warm-pool ports from a previous run');
+    })
+    .catch((err) =>
+      logger.warn({ err: errorMessage(err) }, 'could not look for warm-pool ports of a previous run'),
+    );
 }
 
 /** Logs (does not fail) whether Neutron is reachable: Docker calls fail with a clear error meanwhile. */

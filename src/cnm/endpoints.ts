@@ -1,6 +1,7 @@
 // Docker endpoints → the Neutron ports our IPAM created, bound to this host, plus the host side
 // (veth, plugged for the port's vif_type). Docker replays calls after restarts, so every step
 // converges: what exists is reused, what is gone counts as removed.
+
 import type {
   CreateEndpointRequest,
   CreateEndpointResponse,
@@ -16,7 +17,7 @@ import { explained } from './explain.js';
 import type { ExposedPorts, PortRange } from './exposed-ports.js';
 import { DEVICE_OWNER, dockerIdTags, endpointPortName } from './naming.js';
 import type { NeutronView } from './neutron-view.js';
-import type { PortBinding } from './port-binding.js';
+import { type PortBinding, UNBOUND } from './port-binding.js';
 
 export interface EndpointSettings {
   vethDstPrefix: string;
@@ -57,22 +58,53 @@ export class Endpoints {
         'CreateEndpoint without Interface.Address or AddressIPv6: use --ipam-driver kuryr',
       );
     }
-    const port = await this.portFor(req.EndpointID, net, stripPrefix(address));
-    const mac = iface.MacAddress?.toLowerCase();
+    let port = await this.portFor(req.EndpointID, net, stripPrefix(address));
+    const mac = iface.MacAddress?.toLowerCase() || undefined;
+    const macChange = mac !== undefined && mac !== port.mac_address.toLowerCase();
+    const tags = [...new Set([...port.tags, ...dockerIdTags(req.EndpointID)])];
+    const identity = { device_id: req.EndpointID, name: endpointPortName(req.EndpointID) };
+    const ours = this.ports.isBoundHere(port) && port.device_owner === DEVICE_OWNER;
+    if (ours && !macChange && port.status === 'ACTIVE' && this.ports.hasHostSide(port)) {
+      // A warm port: bound, plugged, wired; only the endpoint's identity is missing. Docker need
+      // not wait for that write: it goes on in the background (calls about the port wait for it),
+      // so a container start with a warm port makes no Neutron request Docker waits for. A crash
+      // before it lands loses nothing: the port is found by its address, and a restarted daemon
+      // does not take a port whose veth a container holds back into the pool.
+      this.view.rememberPort({ ...port, ...identity, tags });
+      this.view.writeBehind(
+        port.id,
+        `recording endpoint ${req.EndpointID.slice(0, 12)} on Neutron port ${port.id}`,
+        () =>
+          Promise.all([
+            this.neutron.update('ports', port.id, identity),
+            this.neutron.setTags('ports', port.id, tags),
+          ]),
+        (msg) => this.hooks.warn(msg),
+      );
+      return { Interface: mac ? {} : { MacAddress: port.mac_address } };
+    }
+    if (macChange && !UNBOUND.has(port['binding:vif_type'] ?? 'unbound')) {
+      // --mac-address on a port made before Docker chose a MAC (warm pool): Neutron refuses a new
+      // MAC on a bound port, so it is unbound first, and its veth made again with the new MAC.
+      await this.ports.binder.unbind(port);
+      const before = port;
+      port = await explained(`unbinding Neutron port ${port.id} to give it MAC ${mac}`, () =>
+        this.neutron.update('ports', before.id, { 'binding:host_id': '' }),
+      );
+    }
     const attrs = {
-      device_id: req.EndpointID,
-      name: endpointPortName(req.EndpointID),
+      ...identity,
       ...(this.ports.isBoundHere(port) && port.device_owner === DEVICE_OWNER
         ? {}
         : { ...this.ports.bindAttrs(), admin_state_up: true }),
-      ...(mac && mac !== port.mac_address.toLowerCase() ? { mac_address: mac } : {}),
+      ...(macChange ? { mac_address: mac } : {}),
     };
-    const tags = [...new Set([...port.tags, ...dockerIdTags(req.EndpointID)])];
+    const current = port;
     const [updated] = await Promise.all([
-      explained(`binding Neutron port ${port.id} to host ${this.ports.host}`, () =>
-        this.neutron.update('ports', port.id, attrs),
+      explained(`binding Neutron port ${current.id} to host ${this.ports.host}`, () =>
+        this.neutron.update('ports', current.id, attrs),
       ),
-      this.neutron.setTags('ports', port.id, tags),
+      this.neutron.setTags('ports', current.id, tags),
     ]);
     const bound = { ...updated, tags };
     await this.ports.ensureHost(bound);
@@ -115,7 +147,8 @@ export class Endpoints {
       throw new NotFoundError(
         `endpoint ${endpointId.slice(0, 12)} has no Neutron port (device_id ${endpointId})`,
       );
-    // Subnets are read fresh: their gateway and host routes may have been changed in Neutron.
+    // Subnets are read fresh (their gateway and host routes may have changed in Neutron); for a
+    // warm port the read started at RequestAddress.
     const [subnets] = await Promise.all([
       this.view.subnets(port.fixed_ips.map((f) => f.subnet_id)),
       this.view.requireNetworkFor(dockerNetworkId),
@@ -169,6 +202,7 @@ export class Endpoints {
   async delete(endpointId: string): Promise<void> {
     const port = await this.view.portForEndpoint(endpointId);
     if (!port) return;
+    await this.view.settled(port.id);
     await Promise.all([this.ports.binder.unbind(port), this.exposed.remove(port)]);
     this.view.forgetEndpoint(endpointId);
     // The port itself is Docker's address: ReleaseAddress, which follows, deletes it.

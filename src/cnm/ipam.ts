@@ -3,6 +3,7 @@
 // out of a shared subnetpool (no `--subnet`: the default pools `kuryr`/`kuryr6`; or
 // `neutron.pool.*`), or an existing subnet (`neutron.subnet.*`). An address is a Neutron port,
 // created unbound here and bound to the host by the network driver's CreateEndpoint.
+import { randomBytes } from 'node:crypto';
 import type {
   AddressSpacesResponse,
   EmptyResponse,
@@ -33,17 +34,20 @@ import {
 import { explained, explainNeutron } from './explain.js';
 import {
   dockerIdTags,
+  EXISTING_NET_TAG_PREFIX,
   EXISTING_POOL_TAG,
   EXISTING_PORT_TAG,
   IP_RANGE_MARK,
   isKuryrPortOwner,
   isKuryrSubnet,
+  NET_TAG_LOW,
   subnetPoolName,
   UNBOUND_PORT_NAME,
 } from './naming.js';
 import { formatPoolId, type NeutronView, type PoolRef, parsePoolId } from './neutron-view.js';
 import { parseNeutronOptions } from './options.js';
 import type { PortBinding } from './port-binding.js';
+import type { WarmPool } from './warm-pool.js';
 
 export interface IpamSettings {
   localAddressSpace: string;
@@ -54,16 +58,31 @@ export interface IpamSettings {
   requestReplay: boolean;
 }
 
+export interface IpamHooks {
+  warn(message: string): void;
+}
+
+/**
+ * A MAC for a port when Docker gives none (warm pool on): chosen here rather than by Neutron so a
+ * POST that timed out can still be recognised by it. Neutron's default base (fa:16:3e), random rest.
+ */
+function randomMac(): string {
+  return ['fa', '16', '3e', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
 export class NeutronIpam implements IpamDriver {
   /** Carving from a shared pool is check-then-reserve: one at a time per pool. */
   private readonly carveLocks = new KeyedMutex();
   /** CIDRs handed to Docker from shared pools whose subnet may not exist yet. */
   private readonly reserved = new Map<string, Set<string>>();
+  private warnedMacs = false;
 
   constructor(
     private readonly view: NeutronView,
     private readonly ports: PortBinding,
+    private readonly pool: WarmPool,
     private readonly settings: IpamSettings,
+    private readonly hooks: IpamHooks = { warn: () => undefined },
   ) {}
 
   private get neutron() {
@@ -72,8 +91,13 @@ export class NeutronIpam implements IpamDriver {
 
   async getCapabilities(): Promise<IpamCapabilitiesResponse> {
     // With RequiresMACAddress Docker generates each endpoint's MAC before RequestAddress, so the
-    // port gets it at creation and a dual-stack endpoint's two requests can be matched by it.
-    return { RequiresMACAddress: true, RequiresRequestReplay: this.settings.requestReplay };
+    // port gets it at creation (as with kuryr-libnetwork). A warm pool's ports exist before Docker
+    // picks a MAC, and Neutron will not change the MAC of a bound port: with the pool on, Docker is
+    // asked for none and takes the port's.
+    return {
+      RequiresMACAddress: !this.pool.enabled,
+      RequiresRequestReplay: this.settings.requestReplay,
+    };
   }
 
   async getDefaultAddressSpaces(): Promise<AddressSpacesResponse> {
@@ -225,6 +249,9 @@ export class NeutronIpam implements IpamDriver {
     const known = this.view.cachedPoolSubnet(req.PoolID);
     const own = ref.kind === 'own' && this.view.isOwnPool(ref.subnetpoolId);
     this.view.forgetPool(ref);
+    // Warm ports with an address in the pool's subnet go first (they would keep it in use).
+    const subnetId = ref.kind === 'subnet' ? ref.subnetId : known?.id;
+    if (subnetId) await this.pool.drainSubnets([subnetId]);
     if (own && (!known || (known.subnetpool_id === ref.subnetpoolId && isKuryrSubnet(known)))) {
       // A pool this process made, whose one subnet it knows: no lookups needed.
       if (known) await this.deleteSubnet(known, req.PoolID);
@@ -243,6 +270,7 @@ export class NeutronIpam implements IpamDriver {
       this.neutron.list('subnets', { tags: req.PoolID }),
     ]);
     const subnets = new Map([...fromPool, ...tagged].map((s) => [s.id, s]));
+    await this.pool.drainSubnets([...subnets.keys()]);
     for (const subnet of subnets.values()) {
       if (isKuryrSubnet(subnet)) await this.deleteSubnet(subnet, req.PoolID);
       else if (subnet.tags.includes(req.PoolID)) {
@@ -282,8 +310,10 @@ export class NeutronIpam implements IpamDriver {
         network_id: subnet.network_id,
         fixed_ips: `subnet_id=${subnet.id}`,
       });
-      for (const p of ports.filter((p) => isKuryrPortOwner(p.device_owner)))
+      for (const p of ports.filter((p) => isKuryrPortOwner(p.device_owner))) {
+        if (p['binding:host_id'] === this.ports.host) await this.ports.binder.unbind(p);
         await this.neutron.delete('ports', p.id);
+      }
       await explained(`deleting Neutron subnet ${subnet.id} (${subnet.cidr}) of Docker pool ${poolId}`, () =>
         this.neutron.delete('subnets', subnet.id),
       );
@@ -312,65 +342,113 @@ export class NeutronIpam implements IpamDriver {
       throw new InvalidRequestError(`address ${wanted} is outside the network's subnet ${subnet.cidr}`);
     }
     const mac = options[OptionKeys.macAddress]?.toLowerCase();
+    if (mac && this.pool.enabled && !this.warnedMacs) {
+      this.warnedMacs = true;
+      this.hooks.warn(
+        'Docker sends MAC addresses although the warm pool is on ([vif_pool] size > 0), so the pool ' +
+          'cannot be used: Docker read the IPAM capabilities before the pool was turned on. Restart dockerd',
+      );
+    }
     const doing = `creating a Neutron port for ${wanted ?? 'an address'} in subnet ${subnet.id} (${subnet.cidr})`;
-    // Docker asks once per family with the same MAC: a port of ours with it is this endpoint's.
-    const sibling = mac ? this.view.cachedUnboundPortWithMac(subnet.network_id, mac) : undefined;
-    const port = sibling
-      ? await this.addToSibling(sibling, subnet, wanted)
-      : await this.createPort(subnet, wanted, mac, doing);
+    // Docker asks once per address family for the same endpoint: the port it got for the first is
+    // this endpoint's.
+    const sibling = this.view.pendingSibling(subnet, mac);
+    let port: Port | undefined;
+    if (sibling) port = await this.addToSibling(sibling, subnet, wanted);
+    // A warm port fits any request that names neither address nor MAC.
+    else if (!wanted && !mac) {
+      port = this.pool.take(subnet.id);
+      // Join follows in milliseconds and needs the subnets: with no port to create, read them now.
+      if (port) this.view.prefetchSubnets([...new Set(port.fixed_ips.map((f) => f.subnet_id))]);
+      else this.startPoolFor(subnet);
+    }
+    port ??= await this.createPort(subnet, wanted, mac, doing);
     this.view.rememberPort(port);
+    this.view.handOut(port, subnet.id);
     const ip = port.fixed_ips.find((f) => f.subnet_id === subnet.id)?.ip_address;
     if (!ip) throw new InvalidRequestError(`Neutron port ${port.id} has no address in subnet ${subnet.id}`);
     return { Address: `${ip}/${prefixLength(subnet.cidr)}`, Data: {} };
   }
 
-  /** A new port for the address, bound to this host, with its veth plugged (or the holder we may reuse). */
+  /**
+   * A warm pool for a network made before this process started. A network kuryr made serves one
+   * Docker network, so all its subnets are that network's; on a joined one only this subnet is
+   * known to be.
+   */
+  private startPoolFor(subnet: Subnet): void {
+    this.pool.registerLater(subnet.id, async () => {
+      const net = await this.view.networkById(subnet.network_id);
+      const own =
+        net.tags.some((t) => t.startsWith(NET_TAG_LOW)) &&
+        !net.tags.some((t) => t.startsWith(EXISTING_NET_TAG_PREFIX));
+      const subnetIds = own
+        ? (await this.neutron.list('subnets', { network_id: net.id, fields: ['id'] })).map((s) => s.id)
+        : [subnet.id];
+      return { networkId: net.id, subnetIds };
+    });
+  }
+
+  /**
+   * A new port for the address, bound to this host, with its veth plugged (or the holder we may
+   * reuse). On a dual-stack network with a warm pool the port gets its other-family address too,
+   * which the endpoint's next request then finds.
+   */
   private async createPort(
     subnet: Subnet,
     wanted: string | undefined,
-    mac: string | undefined,
+    dockerMac: string | undefined,
     doing: string,
   ): Promise<Port> {
-    try {
-      // Created bound to this host, with its veth plugged right away: the L2 agent starts wiring
-      // it while Docker is still on its way to CreateEndpoint and Join.
-      const port = await this.neutron.create('ports', {
-        network_id: subnet.network_id,
-        name: UNBOUND_PORT_NAME,
-        admin_state_up: true,
-        ...this.ports.bindAttrs(),
-        fixed_ips: [wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id }],
-        ...(mac ? { mac_address: mac } : {}),
-      });
-      await this.ports.plugHost(port).catch(async (err) => {
-        await this.neutron.delete('ports', port.id).catch(() => undefined); // nothing half-made
-        throw err;
-      });
-      return port;
-    } catch (err) {
-      if (err instanceof NeutronUnavailableError && err.timedOut && mac) {
-        // The POST may have reached Neutron: Docker's MAC is unique, so it finds the port if it exists.
-        return this.recoverTimedOutCreate(err, subnet, mac);
+    const others = (this.pool.specFor(subnet.id)?.subnetIds ?? []).filter((id) => id !== subnet.id);
+    for (let attempt = 0; ; attempt++) {
+      const mac = dockerMac ?? randomMac();
+      try {
+        // Created bound to this host, with its veth plugged right away: the L2 agent starts wiring
+        // it while Docker is still on its way to CreateEndpoint and Join.
+        const port = await this.neutron.create('ports', {
+          network_id: subnet.network_id,
+          name: UNBOUND_PORT_NAME,
+          admin_state_up: true,
+          ...this.ports.bindAttrs(),
+          fixed_ips: [
+            wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id },
+            ...others.map((subnet_id) => ({ subnet_id })),
+          ],
+          mac_address: mac,
+        });
+        await this.ports.plugHost(port).catch(async (err) => {
+          await this.neutron.delete('ports', port.id).catch(() => undefined); // nothing half-made
+          throw err;
+        });
+        return port;
+      } catch (err) {
+        if (err instanceof NeutronUnavailableError && err.timedOut) {
+          // The POST may have reached Neutron: the MAC is unique, so it finds the port if it exists.
+          return this.recoverTimedOutCreate(err, subnet, mac);
+        }
+        if (!(err instanceof NeutronApiError)) throw err;
+        // Our own random MAC collided with another port's: draw again.
+        if (!dockerMac && err.type === 'MacAddressInUse' && attempt < 2) continue;
+        const reused = await this.reuseHolder(err, subnet, wanted, dockerMac);
+        if (!reused) throw explainNeutron(err, doing);
+        return reused;
       }
-      if (!(err instanceof NeutronApiError)) throw err;
-      const reused = await this.reuseHolder(err, subnet, wanted, mac);
-      if (!reused) throw explainNeutron(err, doing);
-      return reused;
     }
   }
 
   /** Dual stack: the endpoint's other-family address goes onto the port it already has. */
   private async addToSibling(sibling: Port, subnet: Subnet, wanted?: string): Promise<Port> {
-    if (sibling.fixed_ips.some((f) => f.subnet_id === subnet.id)) return sibling;
+    const current = sibling.fixed_ips.find((f) => f.subnet_id === subnet.id);
+    if (current && (!wanted || sameIp(current.ip_address, wanted))) return sibling;
     const fixedIps = [
-      ...sibling.fixed_ips,
+      ...sibling.fixed_ips.filter((f) => f.subnet_id !== subnet.id),
       wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id },
     ];
     const updated = await explained(
-      `adding an address in subnet ${subnet.cidr} to dual-stack port ${sibling.id}`,
+      `${current ? 'changing' : 'adding'} the address in subnet ${subnet.cidr} of dual-stack port ${sibling.id}`,
       () => this.neutron.update('ports', sibling.id, { fixed_ips: fixedIps }),
     );
-    this.view.forgetPort(sibling);
+    this.view.replacePort(sibling, updated);
     return updated;
   }
 
@@ -440,6 +518,7 @@ export class NeutronIpam implements IpamDriver {
     if (!subnet || (subnet.gateway_ip && sameIp(subnet.gateway_ip, ip))) return {}; // gone, or the gateway (no port)
     const cached = this.view.cachedPortAt(subnet.network_id, ip);
     for (const port of cached ? [cached] : await this.view.portsWithAddress(subnet, ip)) {
+      await this.view.settled(port.id); // the endpoint's identity, still being written
       this.view.forgetPort(port);
       const doing = `releasing ${ip} (Neutron port ${port.id}) of Docker pool ${req.PoolID}`;
       if (port.tags.includes(EXISTING_PORT_TAG)) {

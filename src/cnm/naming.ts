@@ -8,6 +8,8 @@ export const NET_TAG_HIGH = 'kuryr.net.uuid.uh:';
 export const DEVICE_OWNER = 'compute:kuryr';
 export const LEGACY_DEVICE_OWNER = 'kuryr:container';
 export const UNBOUND_PORT_NAME = 'kuryr-unbound-port';
+/** Ports of the warm pool: made ahead of containers, bound to a host, not yet an endpoint's. */
+export const POOL_PORT_NAME = 'kuryr-pool-port';
 
 /** Tags that identify a Docker network (or endpoint: kuryr-libnetwork uses the same prefixes). */
 export function dockerIdTags(dockerId: string): string[] {

@@ -21,6 +21,7 @@ import { ExposedPorts, exposedRanges } from './exposed-ports.js';
 import { type NetworkSettings, Networks } from './networks.js';
 import type { NeutronView } from './neutron-view.js';
 import type { PortBinding } from './port-binding.js';
+import type { WarmPool } from './warm-pool.js';
 
 export interface DriverSettings extends NetworkSettings, EndpointSettings {
   processExternalConnectivity: boolean;
@@ -34,10 +35,11 @@ export class NeutronNetworkDriver implements NetworkDriver {
   constructor(
     view: NeutronView,
     ports: PortBinding,
+    pool: WarmPool,
     private readonly settings: DriverSettings,
     hooks?: EndpointHooks,
   ) {
-    this.networks = new Networks(view, settings);
+    this.networks = new Networks(view, pool, settings);
     this.exposed = new ExposedPorts(view.neutron);
     this.endpoints = new Endpoints(view, ports, this.exposed, settings, hooks);
   }

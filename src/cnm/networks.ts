@@ -19,6 +19,7 @@ import {
 } from './naming.js';
 import { formatPoolId, type NeutronView } from './neutron-view.js';
 import { type NeutronOptions, parseNeutronOptions } from './options.js';
+import type { WarmPool } from './warm-pool.js';
 
 export interface NetworkSettings {
   scope: 'local' | 'global';
@@ -39,6 +40,7 @@ export class Networks {
 
   constructor(
     private readonly view: NeutronView,
+    private readonly pool: WarmPool,
     private readonly settings: NetworkSettings,
   ) {}
 
@@ -80,7 +82,11 @@ export class Networks {
         }
       }
       try {
-        for (const data of ipamData) await this.ensureSubnet(net, data, opts, internal, created);
+        const subnets: Subnet[] = [];
+        for (const data of ipamData)
+          subnets.push(await this.ensureSubnet(net, data, opts, internal, created));
+        // Warm ports for the network's containers start being made now, in the background.
+        this.pool.register({ networkId: net.id, subnetIds: subnets.map((s) => s.id) }, req.NetworkID);
       } catch (err) {
         // Leave nothing behind for a network Docker will not know about.
         this.view.forgetNetwork(req.NetworkID);
@@ -302,7 +308,10 @@ export class Networks {
       this.view.forgetNetwork(dockerNetworkId);
       if (!net) return;
       this.view.forgetSubnetsOf(net.id);
-      if (net.tags.includes(existingNetworkTag(dockerNetworkId))) {
+      const joined = net.tags.includes(existingNetworkTag(dockerNetworkId));
+      // Warm ports go first; on a joined network only this Docker network's (others may share it).
+      await this.pool.drainDockerNetwork(dockerNetworkId, joined ? undefined : net.id);
+      if (joined) {
         // The user's network: it stays, with everything they made; only our marks go.
         await explained(`untagging existing Neutron network ${net.id}`, () =>
           this.untag(net, dockerNetworkId),

@@ -5,6 +5,7 @@
 import type { NeutronClient } from '../neutron/client.js';
 import { NeutronApiError } from '../neutron/errors.js';
 import type { Collection, Network, Port, ResourceMap, Subnet, SubnetPool } from '../neutron/types.js';
+import { runDetached } from '../util/context.js';
 import { InvalidRequestError, NotFoundError } from '../util/errors.js';
 import { dockerIdTags } from './naming.js';
 import { describeRef, type ResourceRef } from './options.js';
@@ -20,6 +21,9 @@ export type PoolRef =
   | { kind: 'own'; subnetpoolId: string }
   | { kind: 'carved'; subnetpoolId: string; cidr: string }
   | { kind: 'subnet'; subnetId: string };
+
+/** A prefetched subnet read older than this is not used: Join reads again. */
+const PREFETCH_FRESH_MS = 2_000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const SUBNET_PREFIX = 'subnet:';
@@ -60,6 +64,12 @@ export class NeutronView {
   /** Ports this process created or bound, by "<network-id>|<ip>" and by endpoint. */
   private readonly portsByAddress = new Map<string, Port>();
   private readonly portsByEndpoint = new Map<string, Port>();
+  /** Ports whose addresses RequestAddress gave Docker, until CreateEndpoint claims them. */
+  private readonly handedOut = new Map<string, { port: Port; given: Set<string> }>();
+  /** Subnet reads started ahead of Join, by sorted IDs. */
+  private readonly prefetched = new Map<string, { at: number; subnets: Promise<Subnet[]> }>();
+  /** Background writes per port, in order. */
+  private readonly writes = new Map<string, Promise<void>>();
 
   constructor(readonly neutron: NeutronClient) {}
 
@@ -247,23 +257,60 @@ export class NeutronView {
   /** Remembers a port this process made or changed, under its addresses and its endpoint. */
   rememberPort(port: Port): void {
     for (const f of port.fixed_ips) this.portsByAddress.set(`${port.network_id}|${f.ip_address}`, port);
-    if (port.device_id) this.portsByEndpoint.set(port.device_id, port);
+    if (port.device_id) {
+      this.portsByEndpoint.set(port.device_id, port);
+      this.handedOut.delete(port.id);
+    } else {
+      const pending = this.handedOut.get(port.id);
+      if (pending) pending.port = port;
+    }
   }
 
-  forgetPort(port: Pick<Port, 'network_id' | 'fixed_ips' | 'device_id'>): void {
+  forgetPort(port: Pick<Port, 'id' | 'network_id' | 'fixed_ips' | 'device_id'>): void {
+    this.handedOut.delete(port.id);
     for (const f of port.fixed_ips) this.portsByAddress.delete(`${port.network_id}|${f.ip_address}`);
     if (port.device_id) this.portsByEndpoint.delete(port.device_id);
+  }
+
+  /** A port of ours changed (its addresses): the cache follows, a pending hand-out stays pending. */
+  replacePort(before: Port, after: Port): void {
+    for (const f of before.fixed_ips) this.portsByAddress.delete(`${before.network_id}|${f.ip_address}`);
+    this.rememberPort(after);
   }
 
   forgetEndpoint(endpointId: string): void {
     this.portsByEndpoint.delete(endpointId);
   }
 
-  /** A port this process made on the network with this MAC and no endpoint yet (dual stack's first half). */
-  cachedUnboundPortWithMac(networkId: string, mac: string): Port | undefined {
-    for (const port of this.portsByAddress.values()) {
-      if (port.network_id === networkId && !port.device_id && port.mac_address.toLowerCase() === mac)
-        return port;
+  /**
+   * Records that RequestAddress gave Docker this port's address in `subnetId`. Docker asks once per
+   * address family for the same endpoint, then CreateEndpoint claims the port (device_id).
+   */
+  handOut(port: Port, subnetId: string): void {
+    const given = this.handedOut.get(port.id)?.given ?? new Set<string>();
+    given.add(subnetId);
+    this.handedOut.delete(port.id); // re-insert: most recent last
+    this.handedOut.set(port.id, { port, given });
+  }
+
+  /**
+   * The port already handed out for the endpoint whose next address Docker asks for: with a MAC
+   * (RequiresMACAddress), the unclaimed port with that MAC; without one, the most recent unclaimed
+   * port on the network that has an address in this subnet not yet given, or none of its family.
+   * Without a MAC this relies on Docker serialising RequestAddress + CreateEndpoint per network.
+   */
+  pendingSibling(subnet: Pick<Subnet, 'id' | 'network_id' | 'ip_version'>, mac?: string): Port | undefined {
+    const family = (ip: string) => (ip.includes(':') ? 6 : 4);
+    const entries = [...this.handedOut.values()].reverse();
+    for (const { port, given } of entries) {
+      if (port.network_id !== subnet.network_id || port.device_id || given.has(subnet.id)) continue;
+      if (mac) {
+        if (port.mac_address.toLowerCase() === mac) return port;
+        continue;
+      }
+      const inSubnet = port.fixed_ips.some((f) => f.subnet_id === subnet.id);
+      const sameFamily = port.fixed_ips.some((f) => family(f.ip_address) === subnet.ip_version);
+      if (inSubnet || !sameFamily) return port;
     }
     return undefined;
   }
@@ -288,8 +335,74 @@ export class NeutronView {
     });
   }
 
+  /** Subnets by ID, read fresh (their gateway and host routes may change in Neutron). */
   async subnets(ids: string[]): Promise<Subnet[]> {
     if (ids.length === 0) return [];
+    const key = [...new Set(ids)].sort().join(',');
+    const early = this.prefetched.get(key);
+    this.prefetched.delete(key);
+    if (early && Date.now() - early.at < PREFETCH_FRESH_MS) {
+      const subnets = await early.subnets.catch(() => undefined);
+      if (subnets) return subnets;
+    }
     return this.neutron.list('subnets', { id: ids });
+  }
+
+  /**
+   * Starts reading subnets that a call about to come needs (Join, right after RequestAddress and
+   * CreateEndpoint): read during this container's start, so as fresh as reading them in Join.
+   */
+  prefetchSubnets(ids: string[]): void {
+    if (ids.length === 0) return;
+    const subnets = runDetached(() => this.neutron.list('subnets', { id: ids }));
+    subnets.catch(() => undefined); // Join reads again if this failed
+    this.prefetched.set([...new Set(ids)].sort().join(','), { at: Date.now(), subnets });
+    // Unused ones (Docker gave up between the calls) do not pile up.
+    for (const [k, v] of this.prefetched)
+      if (Date.now() - v.at > PREFETCH_FRESH_MS) this.prefetched.delete(k);
+  }
+
+  // ------------------------------------------------------------------ writes behind
+  /**
+   * Runs a Neutron write that Docker need not wait for (recording an endpoint's identity on a port
+   * that is already bound and plugged), retried a little. Later calls about the same port wait for
+   * it with `settled`.
+   */
+  writeBehind(
+    portId: string,
+    what: string,
+    write: () => Promise<unknown>,
+    onFail: (msg: string) => void,
+  ): void {
+    const previous = this.writes.get(portId) ?? Promise.resolve();
+    const attempt = async () => {
+      for (let i = 0; ; i++) {
+        try {
+          await write();
+          return;
+        } catch (err) {
+          if (err instanceof NeutronApiError && err.isNotFound) return; // the port went meanwhile
+          if (i >= 2 || (err instanceof NeutronApiError && err.httpStatus < 500)) {
+            onFail(`${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 500 * (i + 1)));
+        }
+      }
+    };
+    const done: Promise<void> = runDetached(() => previous.then(attempt)).finally(() => {
+      if (this.writes.get(portId) === done) this.writes.delete(portId);
+    });
+    this.writes.set(portId, done);
+  }
+
+  /** Resolves when background writes about this port are done. */
+  async settled(portId: string): Promise<void> {
+    await this.writes.get(portId);
+  }
+
+  /** Resolves when all background writes are done (shutdown). */
+  async settleAll(): Promise<void> {
+    await Promise.all(this.writes.values());
   }
 }

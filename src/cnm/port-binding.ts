@@ -5,20 +5,20 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BoundInterface, HostBinder } from '../binding/index.js';
 import { linkExists } from '../binding/ip.js';
-import { hostIfaceName } from '../binding/veth.js';
+import { containerIfaceName, hostIfaceName } from '../binding/veth.js';
 import type { NeutronClient } from '../neutron/client.js';
 import type { Port } from '../neutron/types.js';
 import { DEVICE_OWNER } from './naming.js';
 import type { NeutronView } from './neutron-view.js';
 
 const DEFAULT_MTU = 1500;
-const UNBOUND = new Set(['unbound', 'binding_failed']);
+export const UNBOUND = new Set(['unbound', 'binding_failed']);
 
 export class PortBinding {
   readonly active: ActiveWaiter;
 
   constructor(
-    private readonly view: NeutronView,
+    readonly view: NeutronView,
     readonly binder: HostBinder,
     readonly host: string,
   ) {
@@ -46,7 +46,17 @@ export class PortBinding {
    * rebooted, gets it made here.
    */
   async ensureHost(port: Port): Promise<void> {
-    if (!linkExists(hostIfaceName(port.id))) await this.plugHost(port);
+    if (!this.hasHostSide(port)) await this.plugHost(port);
+  }
+
+  /** The veth's host end is there (a file-system check, no `ip` process). */
+  hasHostSide(port: Pick<Port, 'id'>): boolean {
+    return linkExists(hostIfaceName(port.id));
+  }
+
+  /** The veth's container end has been moved out of the host: a container holds the port. */
+  inContainer(port: Pick<Port, 'id'>): boolean {
+    return this.hasHostSide(port) && !linkExists(containerIfaceName(port.id));
   }
 }
 

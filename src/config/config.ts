@@ -98,6 +98,15 @@ export const OPTIONS = {
     ovs_bridge: { kind: 'string', default: 'br-int' },
     script_timeout: { kind: 'float', default: 30 },
   },
+  // Ours: a warm pool of ports per Docker network on this host, bound, plugged and ACTIVE before a
+  // container asks, so `docker run` needs no port creation and no wait for the L2 agent.
+  // size = ports kept ready per network (0 = off); batch = most ports made per bulk request.
+  // With the pool on, kuryr tells Docker it does not need MAC addresses (restart dockerd after
+  // turning it on: Docker reads IPAM capabilities once).
+  vif_pool: {
+    size: { kind: 'int', default: 0 },
+    batch: { kind: 'int', default: 10 },
+  },
 } as const satisfies Record<string, Record<string, OptionSpec>>;
 
 type Sections = typeof OPTIONS;

@@ -73,6 +73,16 @@ export class NeutronClient {
     return (body as Record<string, ResourceMap[C]>)[singular[collection]] as ResourceMap[C];
   }
 
+  /** Creates several resources in one request (Neutron's bulk create: all or none). */
+  async createMany<C extends Collection>(
+    collection: C,
+    attrs: Record<string, unknown>[],
+  ): Promise<ResourceMap[C][]> {
+    const key = pluralKey[collection];
+    const body = await this.call('POST', `/v2.0/${collection}`, collection, { [key]: attrs });
+    return (body as Record<string, ResourceMap[C][]>)[key] ?? [];
+  }
+
   async update<C extends Collection>(
     collection: C,
     id: string,

@@ -50,8 +50,30 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly poolTakes = new Counter({
+    name: 'kuryr_warm_pool_takes_total',
+    help: 'RequestAddress calls that asked the warm pool for a port, by whether it had one',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'kuryr_' });
+  }
+
+  /** Warm-pool ports ready now (all, and those already ACTIVE), read at scrape time. */
+  watchPool(stats: () => { ready: number; active: number }): void {
+    new Gauge({
+      name: 'kuryr_warm_pool_ports',
+      help: 'Warm-pool ports ready on this host, by state (ready: all; active: wired by the agent)',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const s = stats();
+        this.set({ state: 'ready' }, s.ready);
+        this.set({ state: 'active' }, s.active);
+      },
+    });
   }
 
   readonly observer: CallObserver = {

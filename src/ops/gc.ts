@@ -6,7 +6,13 @@ import { readdirSync } from 'node:fs';
 import { deleteLink } from '../binding/ip.js';
 import { CONTAINER_PREFIX, HOST_PREFIX } from '../binding/veth.js';
 import { exposedGroupName } from '../cnm/exposed-ports.js';
-import { EXISTING_NET_TAG_PREFIX, isKuryrPortOwner, NET_TAG_HIGH, NET_TAG_LOW } from '../cnm/naming.js';
+import {
+  EXISTING_NET_TAG_PREFIX,
+  isKuryrPortOwner,
+  NET_TAG_HIGH,
+  NET_TAG_LOW,
+  POOL_PORT_NAME,
+} from '../cnm/naming.js';
 import type { EngineNetwork } from '../docker/engine.js';
 import type { NeutronClient } from '../neutron/client.js';
 
@@ -83,6 +89,9 @@ export async function findGarbage(
       });
     }
   }
+  const servesLiveNetwork = new Set(
+    networks.filter((n) => n.tags.some((t) => t.startsWith(NET_TAG_LOW) && isLiveLow(t))).map((n) => n.id),
+  );
   const livePorts = new Set<string>();
   for (const port of ports) {
     if (!isKuryrPortOwner(port.device_owner)) continue;
@@ -91,7 +100,17 @@ export async function findGarbage(
       continue;
     }
     const host = port['binding:host_id'] ?? '';
-    if (port.device_id) {
+    if (port.name === POOL_PORT_NAME && !port.device_id) {
+      // A warm-pool port: its daemon keeps it (or adopts it at start) while the network is used.
+      if (servesLiveNetwork.has(port.network_id)) livePorts.add(port.id);
+      else
+        garbage.push({
+          kind: 'port',
+          id: port.id,
+          name: port.name,
+          why: 'warm-pool port of a removed network',
+        });
+    } else if (port.device_id) {
       if (host !== opts.host || liveEndpoints.has(port.device_id)) {
         livePorts.add(port.id);
         continue;

@@ -26,3 +26,8 @@ export function runWithContext<T>(ctx: CallContext, fn: () => Promise<T>): Promi
 export function currentContext(): CallContext | undefined {
   return storage.getStore();
 }
+
+/** Runs background work (not part of any Docker call) so its Neutron calls are not billed to one. */
+export function runDetached<T>(fn: () => Promise<T>): Promise<T> {
+  return storage.exit(fn);
+}

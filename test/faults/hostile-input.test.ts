@@ -59,9 +59,10 @@ describe('property-based bodies against every endpoint (real drivers, real Neutr
     const logger = pino({ level: 'silent' });
     const drivers = buildDrivers(config, createNeutronClient(config), {
       warn: () => undefined,
+      warnDetail: () => undefined,
       activeWaited: () => undefined,
     });
-    app = buildServer({ ...drivers, logger });
+    app = buildServer({ network: drivers.network, ipam: drivers.ipam, logger });
     before_ = await counts();
   });
   after(async () => {

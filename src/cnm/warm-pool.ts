@@ -1,0 +1,353 @@
+// A warm pool of Neutron ports per Docker network on this host (the port-pool idea of
+// kuryr-kubernetes, applied to Docker): ports created ahead of containers with Neutron's bulk
+// create, bound to this host, veth plugged, wired ACTIVE by the L2 agent. RequestAddress then takes
+// a port from memory instead of creating one and waiting for the agent.
+//
+// Pool ports are named POOL_PORT_NAME and bound to this host, so Neutron alone says which are
+// pool ports: a restarted daemon adopts them, `kuryr gc` knows them. They are drained when their
+// Docker network goes (DeleteNetwork, ReleasePool) and on shutdown.
+import pLimit from 'p-limit';
+import type { Port } from '../neutron/types.js';
+import { runDetached } from '../util/context.js';
+import { errorMessage } from '../util/errors.js';
+import { POOL_PORT_NAME } from './naming.js';
+import type { PortBinding } from './port-binding.js';
+
+/** What one pool's ports are made for: a Docker network's subnets (one per address family). */
+export interface PoolSpec {
+  networkId: string;
+  subnetIds: string[];
+}
+
+/** Neutron and host operations the pool needs (real: `neutronPoolBackend`; tests: a fake). */
+export interface PoolBackend {
+  /** Creates `count` ports bound to this host with an address in each subnet, in one request. */
+  create(spec: PoolSpec, count: number): Promise<Port[]>;
+  /** Makes their host side (veth, plugged for the vif_type). */
+  plug(ports: Port[]): Promise<void>;
+  /** Deletes a port and its host side. */
+  remove(port: Port): Promise<void>;
+  /** This host's pool ports as Neutron has them, optionally on one network. */
+  listMine(networkId?: string): Promise<Port[]>;
+  /** Resolves with the port's status once ACTIVE, or the last status seen when the wait ends. */
+  waitActive(portId: string): Promise<string>;
+  /** A container holds the port's veth already (taken, its endpoint not yet recorded in Neutron). */
+  inContainer(port: Port): boolean;
+}
+
+export interface WarmPoolSettings {
+  /** Ports kept ready per Docker network (0: no pool). */
+  size: number;
+  /** Most ports made by one bulk request. */
+  batch: number;
+  /** After a failed refill, how long before trying again. */
+  retryMs: number;
+}
+
+export interface WarmPoolHooks {
+  warn(message: string, detail?: Record<string, unknown>): void;
+  taken?(hit: boolean): void;
+}
+
+interface Ready {
+  port: Port;
+  active: boolean;
+}
+
+interface Pool {
+  key: string;
+  spec: PoolSpec;
+  /** Docker network this pool serves, when known (registered by CreateNetwork). */
+  dockerNetworkId?: string;
+  ready: Ready[];
+  filling?: Promise<void>;
+  closed: boolean;
+  retryAt: number;
+}
+
+const REMOVALS_AT_ONCE = 8;
+
+const keyOf = (subnetIds: string[]) => [...subnetIds].sort().join(',');
+
+/** The subnets a port has addresses in, sorted: the spec it was made for. */
+export function specOf(port: Port): PoolSpec {
+  return {
+    networkId: port.network_id,
+    subnetIds: [...new Set(port.fixed_ips.map((f) => f.subnet_id))].sort(),
+  };
+}
+
+export class WarmPool {
+  private readonly pools = new Map<string, Pool>();
+  private readonly bySubnet = new Map<string, Pool>();
+  private readonly resolving = new Set<string>();
+  private readonly removals = pLimit(REMOVALS_AT_ONCE);
+
+  constructor(
+    private readonly backend: PoolBackend,
+    private readonly settings: WarmPoolSettings,
+    private readonly hooks: WarmPoolHooks,
+  ) {}
+
+  get enabled(): boolean {
+    return this.settings.size > 0;
+  }
+
+  /** The spec a subnet's pool ports are made for (dual stack: both subnets), if a pool serves it. */
+  specFor(subnetId: string): PoolSpec | undefined {
+    return this.bySubnet.get(subnetId)?.spec;
+  }
+
+  /** Starts (or keeps) a pool for a Docker network's subnets and fills it in the background. */
+  register(spec: PoolSpec, dockerNetworkId?: string): void {
+    if (!this.enabled || spec.subnetIds.length === 0) return;
+    const pool = this.poolFor(spec);
+    pool.dockerNetworkId ??= dockerNetworkId;
+    this.refill(pool);
+  }
+
+  /**
+   * Starts a pool for a subnet that has none (after a restart: CreateNetwork registers pools),
+   * once `resolve` has found the Docker network's subnets; in the background.
+   */
+  registerLater(subnetId: string, resolve: () => Promise<PoolSpec>): void {
+    if (!this.enabled || this.bySubnet.has(subnetId) || this.resolving.has(subnetId)) return;
+    this.resolving.add(subnetId);
+    runDetached(resolve)
+      .then((spec) => this.register(spec))
+      .catch((err) =>
+        this.hooks.warn('warm pool: cannot start a pool', { subnet: subnetId, err: errorMessage(err) }),
+      )
+      .finally(() => this.resolving.delete(subnetId));
+  }
+
+  private poolFor(spec: PoolSpec): Pool {
+    const key = keyOf(spec.subnetIds);
+    let pool = this.pools.get(key);
+    if (!pool) {
+      pool = {
+        key,
+        spec: { ...spec, subnetIds: [...spec.subnetIds].sort() },
+        ready: [],
+        closed: false,
+        retryAt: 0,
+      };
+      this.pools.set(key, pool);
+      // A subnet belongs to one Docker network, so to one pool; a newer registration wins.
+      for (const id of spec.subnetIds) this.bySubnet.set(id, pool);
+    }
+    return pool;
+  }
+
+  /**
+   * A ready port with an address in the subnet, preferring ones the agent has wired (ACTIVE);
+   * undefined when the subnet has no pool or it is empty. Taking starts a refill.
+   */
+  take(subnetId: string): Port | undefined {
+    const pool = this.bySubnet.get(subnetId);
+    if (!pool || pool.closed) return undefined;
+    const i = Math.max(
+      0,
+      pool.ready.findIndex((r) => r.active),
+    );
+    const [taken] = pool.ready.splice(i, 1);
+    this.hooks.taken?.(taken !== undefined);
+    this.refill(pool);
+    if (!taken) return undefined;
+    return taken.active ? { ...taken.port, status: 'ACTIVE' } : taken.port;
+  }
+
+  /** Tops the pool up to size, one bulk request per batch; at most one refill per pool at a time. */
+  private refill(pool: Pool): void {
+    if (pool.closed || pool.filling || Date.now() < pool.retryAt) return;
+    if (pool.ready.length >= this.settings.size) return;
+    // Background work: its Neutron calls are not the Docker call's that happened to start it.
+    pool.filling = runDetached(() => this.fill(pool)).finally(() => {
+      pool.filling = undefined;
+    });
+  }
+
+  private async fill(pool: Pool): Promise<void> {
+    while (!pool.closed && pool.ready.length < this.settings.size) {
+      const count = Math.min(this.settings.batch, this.settings.size - pool.ready.length);
+      let ports: Port[];
+      try {
+        ports = await this.backend.create(pool.spec, count);
+      } catch (err) {
+        this.failed(pool, 'creating warm-pool ports', err);
+        // The request may have reached Neutron (a timeout): whatever it made is found and kept.
+        await this.reconcile(pool).catch(() => undefined);
+        return;
+      }
+      try {
+        await this.backend.plug(ports);
+      } catch (err) {
+        this.failed(pool, 'plugging warm-pool ports', err);
+        await Promise.all(ports.map((p) => this.backend.remove(p).catch(() => undefined)));
+        return;
+      }
+      if (pool.closed) {
+        // Drained while this batch was being made: it goes too.
+        await Promise.all(ports.map((p) => this.backend.remove(p).catch(() => undefined)));
+        return;
+      }
+      for (const port of ports) this.add(pool, port);
+    }
+  }
+
+  private add(pool: Pool, port: Port): void {
+    const entry: Ready = { port, active: port.status === 'ACTIVE' };
+    pool.ready.push(entry);
+    if (!entry.active) {
+      runDetached(() => this.backend.waitActive(port.id))
+        .then((status) => {
+          entry.active = status === 'ACTIVE';
+        })
+        .catch(() => undefined);
+    }
+  }
+
+  private failed(pool: Pool, doing: string, err: unknown): void {
+    pool.retryAt = Date.now() + this.settings.retryMs;
+    this.hooks.warn(`warm pool: ${doing} failed; trying again in ${this.settings.retryMs / 1000} s`, {
+      network: pool.spec.networkId,
+      err: errorMessage(err),
+    });
+  }
+
+  /** Adopts this host's pool ports for the pool's subnets that Neutron has and the pool does not. */
+  private async reconcile(pool: Pool): Promise<void> {
+    const known = new Set(pool.ready.map((r) => r.port.id));
+    const found = (await this.backend.listMine(pool.spec.networkId)).filter(
+      (p) => !known.has(p.id) && keyOf(specOf(p).subnetIds) === pool.key,
+    );
+    if (found.length === 0 || pool.closed) return;
+    await this.backend.plug(found);
+    for (const port of found) this.add(pool, port);
+  }
+
+  /**
+   * At start-up: this host's pool ports left by a previous run are taken back (their veths made
+   * again if the host rebooted), beyond `size` per network, or all with the pool off, deleted.
+   */
+  async adopt(): Promise<{ adopted: number; removed: number }> {
+    // A port whose veth a container holds was taken just before a crash: it is not free.
+    const mine = (await this.backend.listMine()).filter((p) => !this.backend.inContainer(p));
+    const surplus: Port[] = [];
+    const groups = new Map<string, Port[]>();
+    for (const port of mine) {
+      const key = keyOf(specOf(port).subnetIds);
+      groups.set(key, [...(groups.get(key) ?? []), port]);
+    }
+    let adopted = 0;
+    for (const ports of groups.values()) {
+      const first = ports[0] as Port;
+      const pool = this.enabled ? this.poolFor(specOf(first)) : undefined;
+      const room = pool ? Math.max(0, this.settings.size - pool.ready.length) : 0;
+      const keep = ports.slice(0, room);
+      surplus.push(...ports.slice(room));
+      if (!pool || keep.length === 0) continue;
+      try {
+        await this.backend.plug(keep);
+      } catch (err) {
+        this.hooks.warn('warm pool: could not plug adopted ports; deleting them', { err: errorMessage(err) });
+        surplus.push(...keep);
+        continue;
+      }
+      for (const port of keep) this.add(pool, port);
+      adopted += keep.length;
+      this.refill(pool);
+    }
+    await this.removeAll(surplus).catch(() => undefined);
+    return { adopted, removed: surplus.length };
+  }
+
+  /** Deletes the pools serving a Docker network (DeleteNetwork). */
+  drainDockerNetwork(dockerNetworkId: string, networkId?: string): Promise<void> {
+    return this.drain(
+      (p) => p.dockerNetworkId === dockerNetworkId || (!p.dockerNetworkId && p.spec.networkId === networkId),
+    );
+  }
+
+  /** Deletes the pools with an address in these subnets (ReleasePool: the subnet is going). */
+  drainSubnets(subnetIds: string[]): Promise<void> {
+    return this.drain((p) => p.spec.subnetIds.some((id) => subnetIds.includes(id)));
+  }
+
+  /** Deletes every pool (shutdown). */
+  close(): Promise<void> {
+    return this.drain(() => true);
+  }
+
+  private async drain(which: (pool: Pool) => boolean): Promise<void> {
+    const doomed = [...this.pools.values()].filter(which);
+    for (const pool of doomed) {
+      pool.closed = true;
+      this.pools.delete(pool.key);
+      for (const id of pool.spec.subnetIds) if (this.bySubnet.get(id) === pool) this.bySubnet.delete(id);
+    }
+    await Promise.all(
+      doomed.map(async (pool) => {
+        await pool.filling; // a batch in flight is removed by fill() itself
+        await this.removeAll(pool.ready.splice(0).map((r) => r.port));
+      }),
+    );
+  }
+
+  /** Deletes ports a few at a time: hundreds at once would only queue up in front of Neutron. */
+  private async removeAll(ports: Port[]): Promise<void> {
+    const results = await Promise.allSettled(ports.map((p) => this.removals(() => this.backend.remove(p))));
+    const failed = results.filter((r) => r.status === 'rejected');
+    if (failed.length) {
+      throw new Error(
+        `${failed.length} of ${ports.length} warm-pool ports could not be deleted: ${errorMessage((failed[0] as PromiseRejectedResult).reason)}`,
+      );
+    }
+  }
+
+  stats(): { pools: number; ready: number; active: number } {
+    let ready = 0;
+    let active = 0;
+    for (const pool of this.pools.values()) {
+      ready += pool.ready.length;
+      active += pool.ready.filter((r) => r.active).length;
+    }
+    return { pools: this.pools.size, ready, active };
+  }
+}
+
+/** How long a pool port may take to turn ACTIVE before it is handed out as it is. */
+const POOL_ACTIVE_WAIT_MS = 120_000;
+
+/** The pool's Neutron and host side: bulk create, veths via the host binder, batched ACTIVE polls. */
+export function neutronPoolBackend(ports: PortBinding): PoolBackend {
+  const neutron = ports.view.neutron;
+  return {
+    create: (spec, count) =>
+      neutron.createMany(
+        'ports',
+        Array.from({ length: count }, () => ({
+          network_id: spec.networkId,
+          name: POOL_PORT_NAME,
+          admin_state_up: true,
+          ...ports.bindAttrs(),
+          fixed_ips: spec.subnetIds.map((subnet_id) => ({ subnet_id })),
+        })),
+      ),
+    plug: async (list) => {
+      await Promise.all(list.map((p) => ports.plugHost(p)));
+    },
+    remove: async (port) => {
+      await ports.binder.unbind(port);
+      await neutron.delete('ports', port.id);
+    },
+    listMine: (networkId) =>
+      neutron.list('ports', {
+        name: POOL_PORT_NAME,
+        'binding:host_id': ports.host,
+        ...(networkId ? { network_id: networkId } : {}),
+      }),
+    waitActive: (portId) => ports.active.wait(portId, POOL_ACTIVE_WAIT_MS),
+    inContainer: (port) => ports.inContainer(port),
+  };
+}

@@ -1,0 +1,251 @@
+// The warm port pool against real Docker, Neutron and the Linux bridge agent: ports made ahead,
+// bound, plugged and ACTIVE; containers get them with no Neutron request Docker waits for, and
+// ping at once; --mac-address, --ip and dual stack; adoption after SIGKILL; draining on network
+// rm and on SIGTERM. Docker reads IPAM capabilities once per plugin activation, so dockerd is
+// restarted after kuryr starts with the pool (and again at the end, for the suites that follow).
+// CIDRs 10.88.0.0/16 and fd00:88::/32 belong to this file.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { request } from 'undici';
+import type { Port } from '../../src/neutron/types.js';
+import {
+  cleanupDocker,
+  containerNet,
+  createKuryrNetwork,
+  docker,
+  HOST,
+  hostLinks,
+  IMAGE,
+  type KuryrProcess,
+  kuryrCli,
+  networkId,
+  neutron,
+  neutronNetworksOf,
+  pingUntilReply,
+  pluginCall,
+  run,
+  startKuryr,
+  uniqueName,
+  waitFor,
+} from './harness.js';
+
+const ENV = new URL('../../scripts/kuryr-env.sh', import.meta.url).pathname;
+const SIZE = 3;
+const METRICS = '127.0.0.1:23788';
+const CONFIG = `metrics_listen = ${METRICS}\n[vif_pool]\nsize = ${SIZE}\nbatch = 2\n`;
+
+async function restartDockerd(): Promise<void> {
+  await run(ENV, ['stop', 'dockerd'], 120_000);
+  await run(ENV, ['start'], 300_000);
+}
+
+const poolPorts = (networkId: string) =>
+  neutron.list('ports', { network_id: networkId, name: 'kuryr-pool-port' });
+
+/** The pool of a Neutron network once it holds SIZE ports, all ACTIVE. */
+function fullPool(neutronNetworkId: string): Promise<Port[]> {
+  return waitFor(
+    `${SIZE} ACTIVE warm-pool ports on ${neutronNetworkId}`,
+    async () => {
+      const ports = await poolPorts(neutronNetworkId);
+      return ports.length === SIZE && ports.every((p) => p.status === 'ACTIVE') ? ports : undefined;
+    },
+    60_000,
+    300,
+  );
+}
+
+async function metric(name: string): Promise<string> {
+  return (await (await request(`http://${METRICS}/metrics`)).body.text())
+    .split('\n')
+    .filter((l) => l.startsWith(name))
+    .join('\n');
+}
+
+/** kuryr's log lines for one handler, parsed. */
+function calls(kuryr: KuryrProcess, handler: string): { neutron: unknown[] }[] {
+  return kuryr
+    .log()
+    .split('\n')
+    .filter((l) => l.includes(`"handler":"${handler}"`))
+    .map((l) => JSON.parse(l) as { neutron: unknown[] });
+}
+
+describe('warm port pool ([vif_pool] size = 3)', () => {
+  let kuryr: KuryrProcess;
+  const net = uniqueName('pool');
+  const dual = uniqueName('pool6');
+  const containers = ['a', 'b', 'mac', 'ip', 'd1', 'd2', 'late'].map((c) => uniqueName(`pool-${c}`));
+  const [ca, cb, cmac, cip, cd1, cd2, clate] = containers as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
+  let neutronNet: string;
+
+  before(async () => {
+    kuryr = await startKuryr(CONFIG);
+    await restartDockerd();
+  });
+  after(async () => {
+    await cleanupDocker(containers, [net, dual]);
+    await kuryr?.stop();
+    await restartDockerd();
+  });
+
+  it('tells Docker it needs no MAC addresses (the pool makes ports before Docker would choose one)', async () => {
+    const caps = await pluginCall('IpamDriver.GetCapabilities', {});
+    assert.equal(caps.body.RequiresMACAddress, false);
+  });
+
+  it('docker network create fills the pool: bound to this host, plugged into the bridge, ACTIVE', async () => {
+    await createKuryrNetwork('--subnet', '10.88.1.0/24', net);
+    const [n] = await neutronNetworksOf(await networkId(net));
+    assert.ok(n);
+    neutronNet = n.id;
+    const ports = await fullPool(neutronNet);
+    for (const p of ports) {
+      assert.equal(p['binding:host_id'], HOST);
+      assert.equal(p.device_id, '');
+      assert.equal(p.device_owner, 'compute:kuryr');
+      const bridge = `brq${neutronNet.slice(0, 11)}`;
+      assert.deepEqual(await hostLinks(`tap${p.id.slice(0, 11)}`), [`tap${p.id.slice(0, 11)}`]);
+      const master = await run('ip', ['-o', 'link', 'show', `tap${p.id.slice(0, 11)}`]);
+      assert.match(master, new RegExp(`master ${bridge}`));
+    }
+  });
+
+  it('containers get warm ports with no Neutron request Docker waits for, ping at once, and the pool refills', async () => {
+    const warm = new Set((await fullPool(neutronNet)).map((p) => p.id));
+    const createsBefore = calls(kuryr, 'NetworkDriver.CreateEndpoint').length;
+    for (const c of [ca, cb]) await docker('run', '-d', '--name', c, '--net', net, IMAGE, 'sleep', '600');
+    const [a, b] = [await containerNet(ca, net), await containerNet(cb, net)];
+    // First ping: no waiting for the agent, the ports were ACTIVE before the containers existed.
+    const out = await docker('exec', ca, 'ping', '-c', '1', '-W', '2', b.ip);
+    assert.match(out, /1 packets received/);
+    for (const ep of [a, b]) {
+      // The endpoint's identity is written in the background: it shows up in Neutron shortly.
+      const port = await waitFor(
+        `port of ${ep.endpointId.slice(0, 12)} recorded`,
+        async () => (await neutron.list('ports', { device_id: ep.endpointId }))[0],
+        10_000,
+        100,
+      );
+      assert.ok(warm.has(port.id), `port ${port.id} came from the pool`);
+      assert.equal(port.mac_address, ep.mac, 'eth0 carries the port MAC');
+      assert.equal(port.status, 'ACTIVE');
+      assert.equal(port.name, `${ep.endpointId}-port`);
+      assert.ok(port.tags.some((t) => ep.endpointId.startsWith(t.split(':')[1] ?? '-')));
+    }
+    const fast = calls(kuryr, 'NetworkDriver.CreateEndpoint').slice(createsBefore);
+    assert.equal(fast.length, 2);
+    for (const c of fast) assert.deepEqual(c.neutron, [], 'CreateEndpoint made no Neutron request');
+    const refilled = await fullPool(neutronNet);
+    assert.ok(refilled.every((p) => !warm.has(p.id) || p.device_id === ''));
+    assert.match(await metric('kuryr_warm_pool_takes_total'), /result="hit"} [2-9]/);
+  });
+
+  it('--mac-address gets its MAC on a warm port (unbound, re-MACed, bound again) and works', async () => {
+    const mac = '02:88:00:00:00:01';
+    await docker('run', '-d', '--name', cmac, '--net', net, '--mac-address', mac, IMAGE, 'sleep', '600');
+    const ep = await containerNet(cmac, net);
+    assert.equal(ep.mac, mac);
+    const port = await waitFor(
+      'the port to be ACTIVE with the MAC',
+      async () => {
+        const [p] = await neutron.list('ports', { device_id: ep.endpointId });
+        return p?.status === 'ACTIVE' && p.mac_address === mac ? p : undefined;
+      },
+      30_000,
+      300,
+    );
+    assert.equal(port['binding:host_id'], HOST);
+    await pingUntilReply(cmac, (await containerNet(ca, net)).ip);
+  });
+
+  it('--ip gets a port of its own with that address (never a warm port with another)', async () => {
+    const warm = new Set((await poolPorts(neutronNet)).map((p) => p.id));
+    await docker('run', '-d', '--name', cip, '--net', net, '--ip', '10.88.1.200', IMAGE, 'sleep', '600');
+    const ep = await containerNet(cip, net);
+    assert.equal(ep.ip, '10.88.1.200');
+    const [port] = await neutron.list('ports', { device_id: ep.endpointId });
+    assert.ok(port && !warm.has(port.id));
+    await pingUntilReply(cip, (await containerNet(ca, net)).ip);
+  });
+
+  it('dual stack: warm ports carry both addresses; each container gets one port with both, and ping6 works', async () => {
+    await createKuryrNetwork('--ipv6', '--subnet', '10.88.2.0/24', '--subnet', 'fd00:88:2::/64', dual);
+    const [n] = await neutronNetworksOf(await networkId(dual));
+    assert.ok(n);
+    const ports = await fullPool(n.id);
+    for (const p of ports) assert.equal(p.fixed_ips.length, 2, 'one IPv4 and one IPv6 address');
+    for (const c of [cd1, cd2]) await docker('run', '-d', '--name', c, '--net', dual, IMAGE, 'sleep', '600');
+    const [d1, d2] = [await containerNet(cd1, dual), await containerNet(cd2, dual)];
+    for (const ep of [d1, d2]) {
+      assert.ok(ep.ip && ep.ipv6, 'both families');
+      const port = await waitFor(
+        'endpoint recorded',
+        async () => (await neutron.list('ports', { device_id: ep.endpointId }))[0],
+        10_000,
+        100,
+      );
+      assert.deepEqual(port.fixed_ips.map((f) => f.ip_address).sort(), [ep.ip, ep.ipv6].sort());
+    }
+    const all = await neutron.list('ports', { network_id: n.id, device_owner: 'compute:kuryr' });
+    assert.equal(all.length, 2 + SIZE, 'two endpoints plus a full pool: nothing extra');
+    await pingUntilReply(cd1, d2.ipv6, 20_000, true);
+  });
+
+  it('a SIGKILLed driver leaves its pool, gc keeps it, and the restarted driver adopts it instead of making more', async () => {
+    const before = new Set((await fullPool(neutronNet)).map((p) => p.id));
+    kuryr.child.kill('SIGKILL');
+    await waitFor('kuryr gone', async () => kuryr.child.signalCode !== null, 5000, 50);
+    const gc = await kuryrCli(kuryr.conf, 'gc', '--min-age', '0', '--json');
+    const garbage = JSON.parse(gc.stdout || '[]') as { id: string }[];
+    assert.ok(!garbage.some((g) => before.has(g.id)), 'warm ports of a live network are not garbage');
+    kuryr = await startKuryr(CONFIG);
+    await waitFor(
+      'adoption logged',
+      async () => kuryr.log().includes('warm-pool ports from a previous run'),
+      10_000,
+      100,
+    );
+    const after = await fullPool(neutronNet);
+    assert.deepEqual(new Set(after.map((p) => p.id)), before, 'the same ports, none made or lost');
+    // And they are handed out again.
+    await docker('run', '-d', '--name', clate, '--net', net, IMAGE, 'sleep', '600');
+    const ep = await containerNet(clate, net);
+    const port = await waitFor(
+      'endpoint recorded',
+      async () => (await neutron.list('ports', { device_id: ep.endpointId }))[0],
+      10_000,
+      100,
+    );
+    assert.ok(before.has(port.id));
+  });
+
+  it('docker network rm drains the pool: its ports and veths are gone', async () => {
+    const [n] = await neutronNetworksOf(await networkId(dual));
+    assert.ok(n);
+    const warm = await fullPool(n.id);
+    await cleanupDocker([cd1, cd2], []);
+    await docker('network', 'rm', dual);
+    assert.deepEqual(await neutron.list('networks', { id: n.id }), []);
+    for (const p of warm) assert.deepEqual(await hostLinks(`tap${p.id.slice(0, 11)}`), []);
+  });
+
+  it('SIGTERM drains the pool of every network', async () => {
+    const warm = await fullPool(neutronNet);
+    await kuryr.stop();
+    assert.deepEqual(await poolPorts(neutronNet), []);
+    for (const p of warm) {
+      assert.deepEqual(await hostLinks(`tap${p.id.slice(0, 11)}`), []);
+      assert.deepEqual(await hostLinks(`t_c${p.id.slice(0, 11)}`), []);
+    }
+    kuryr = await startKuryr(CONFIG); // for the cleanup's docker rm / network rm
+  });
+});

@@ -1,0 +1,249 @@
+// The warm pool's bookkeeping against an in-memory backend: filling in batches, one refill at a
+// time, taking ACTIVE ports first, back-off after failures, draining while a batch is in flight,
+// adoption after a restart. The real Neutron/veth side is covered by test/e2e/warm-pool.test.ts.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type PoolBackend, type PoolSpec, WarmPool } from '../../src/cnm/warm-pool.js';
+import type { Port } from '../../src/neutron/types.js';
+
+const SPEC: PoolSpec = { networkId: 'net-a', subnetIds: ['sub-a4', 'sub-a6'] };
+const OTHER: PoolSpec = { networkId: 'net-b', subnetIds: ['sub-b4'] };
+
+function port(spec: PoolSpec, status = 'DOWN'): Port {
+  return {
+    id: randomUUID(),
+    network_id: spec.networkId,
+    fixed_ips: spec.subnetIds.map((subnet_id, i) => ({
+      subnet_id,
+      ip_address: `10.0.${i}.${Math.floor(Math.random() * 250)}`,
+    })),
+    status,
+    mac_address: 'fa:16:3e:00:00:01',
+    device_id: '',
+    device_owner: 'compute:kuryr',
+    name: 'kuryr-pool-port',
+    tags: [],
+    security_groups: [],
+    admin_state_up: true,
+  } as unknown as Port;
+}
+
+class FakeBackend implements PoolBackend {
+  /** Ports that exist in "Neutron". */
+  readonly neutron = new Map<string, Port>();
+  readonly plugged = new Set<string>();
+  readonly createCalls: number[] = [];
+  readonly removed: string[] = [];
+  inFlight = 0;
+  maxInFlight = 0;
+  failCreate: Error | undefined;
+  failPlug: Error | undefined;
+  /** Create made the ports but "timed out" before answering. */
+  createTimesOut = false;
+  createDelayMs = 0;
+  activeAfterMs = 0;
+  held = new Set<string>();
+
+  async create(spec: PoolSpec, count: number): Promise<Port[]> {
+    this.createCalls.push(count);
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      await sleep(this.createDelayMs);
+      if (this.failCreate) throw this.failCreate;
+      const ports = Array.from({ length: count }, () => port(spec));
+      for (const p of ports) this.neutron.set(p.id, p);
+      if (this.createTimesOut) throw new Error('timed out');
+      return ports;
+    } finally {
+      this.inFlight--;
+    }
+  }
+  async plug(ports: Port[]): Promise<void> {
+    if (this.failPlug) throw this.failPlug;
+    for (const p of ports) this.plugged.add(p.id);
+  }
+  async remove(p: Port): Promise<void> {
+    this.removed.push(p.id);
+    this.neutron.delete(p.id);
+    this.plugged.delete(p.id);
+  }
+  async listMine(networkId?: string): Promise<Port[]> {
+    return [...this.neutron.values()].filter((p) => !networkId || p.network_id === networkId);
+  }
+  async waitActive(portId: string): Promise<string> {
+    await sleep(this.activeAfterMs);
+    return this.neutron.has(portId) ? 'ACTIVE' : 'DOWN';
+  }
+  inContainer(p: Port): boolean {
+    return this.held.has(p.id);
+  }
+}
+
+const warnings: string[] = [];
+function makePool(backend: FakeBackend, size = 4, batch = 3, retryMs = 60_000): WarmPool {
+  return new WarmPool(backend, { size, batch, retryMs }, { warn: (m) => void warnings.push(m) });
+}
+
+async function until(what: string, cond: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+describe('warm pool', () => {
+  it('fills to size in batches, with every port plugged, and hands out ports only for its subnets', async () => {
+    const b = new FakeBackend();
+    const pool = makePool(b, 7, 3);
+    pool.register(SPEC, 'docker-net');
+    await until('pool full', () => pool.stats().ready === 7);
+    assert.deepEqual(b.createCalls, [3, 3, 1]);
+    assert.equal(b.plugged.size, 7);
+    assert.deepEqual(pool.specFor('sub-a6'), { networkId: 'net-a', subnetIds: ['sub-a4', 'sub-a6'] });
+    assert.equal(pool.take('sub-b4'), undefined, 'no pool for that subnet');
+    const taken = pool.take('sub-a4');
+    assert.ok(taken && b.neutron.has(taken.id));
+    assert.deepEqual(taken.fixed_ips.map((f) => f.subnet_id).sort(), ['sub-a4', 'sub-a6']);
+  });
+
+  it('is off with size 0: nothing is made, nothing handed out', async () => {
+    const b = new FakeBackend();
+    const pool = makePool(b, 0);
+    assert.equal(pool.enabled, false);
+    pool.register(SPEC);
+    await sleep(20);
+    assert.equal(b.createCalls.length, 0);
+    assert.equal(pool.take('sub-a4'), undefined);
+  });
+
+  it('hands out ACTIVE ports first (marked ACTIVE) and refills after each take, one refill at a time', async () => {
+    const b = new FakeBackend();
+    b.createDelayMs = 10;
+    const pool = makePool(b, 4, 4);
+    pool.register(SPEC);
+    await until('pool full and active', () => pool.stats().active === 4);
+    const first = pool.take('sub-a4');
+    assert.equal(first?.status, 'ACTIVE');
+    // A burst of takes while the refill runs: never two creates at once for one pool.
+    const burst = [pool.take('sub-a4'), pool.take('sub-a4'), pool.take('sub-a6'), pool.take('sub-a4')];
+    assert.equal(burst.filter(Boolean).length, 3, 'three left, then empty');
+    assert.equal(burst[3], undefined);
+    await until('refilled', () => pool.stats().ready === 4);
+    assert.equal(b.maxInFlight, 1);
+    const ids = new Set([first, ...burst].filter(Boolean).map((p) => p?.id));
+    assert.equal(ids.size, 4, 'no port handed out twice');
+  });
+
+  it('after a failed create it backs off instead of hammering Neutron, and warns', async () => {
+    const b = new FakeBackend();
+    b.failCreate = new Error('Neutron 409 IpAddressGenerationFailure');
+    const pool = makePool(b, 3, 3, 60_000);
+    warnings.length = 0;
+    pool.register(SPEC);
+    await until('first attempt', () => b.createCalls.length === 1);
+    await sleep(20);
+    for (let i = 0; i < 5; i++) assert.equal(pool.take('sub-a4'), undefined);
+    await sleep(20);
+    assert.equal(b.createCalls.length, 1, 'no retry before the back-off ends');
+    assert.ok(warnings.some((w) => w.includes('creating warm-pool ports failed')));
+  });
+
+  it('keeps the ports of a bulk create that timed out after Neutron made them', async () => {
+    const b = new FakeBackend();
+    b.createTimesOut = true;
+    const pool = makePool(b, 3, 3);
+    pool.register(SPEC);
+    await until('ports adopted', () => pool.stats().ready === 3);
+    assert.equal(b.neutron.size, 3, 'nothing made twice');
+    assert.equal(b.plugged.size, 3);
+  });
+
+  it('removes the ports of a batch it could not plug', async () => {
+    const b = new FakeBackend();
+    b.failPlug = new Error('ip: permission denied');
+    const pool = makePool(b, 2, 2);
+    pool.register(SPEC);
+    await until('cleanup', () => b.removed.length === 2);
+    assert.equal(b.neutron.size, 0);
+    assert.equal(pool.stats().ready, 0);
+  });
+
+  it('drains a network while a batch is being made: nothing is left, nothing handed out after', async () => {
+    const b = new FakeBackend();
+    b.createDelayMs = 50;
+    const pool = makePool(b, 3, 3);
+    pool.register(SPEC, 'docker-a');
+    pool.register(OTHER, 'docker-b');
+    await sleep(10); // both creates in flight
+    await pool.drainDockerNetwork('docker-a', 'net-a');
+    await until('b filled', () => pool.stats().ready === 3);
+    assert.equal(pool.take('sub-a4'), undefined);
+    assert.equal(
+      [...b.neutron.values()].filter((p) => p.network_id === 'net-a').length,
+      0,
+      'the in-flight batch of the drained network was removed',
+    );
+    await pool.drainSubnets(['sub-b4']);
+    assert.equal(b.neutron.size, 0);
+    assert.equal(pool.stats().pools, 0);
+  });
+
+  it('close() drains every pool', async () => {
+    const b = new FakeBackend();
+    const pool = makePool(b, 2, 2);
+    pool.register(SPEC);
+    pool.register(OTHER);
+    await until('filled', () => pool.stats().ready === 4);
+    await pool.close();
+    assert.equal(b.neutron.size, 0);
+    assert.equal(b.plugged.size, 0);
+  });
+
+  it('adopts a previous run’s ports up to size, deletes the surplus, never takes one a container holds', async () => {
+    const b = new FakeBackend();
+    const mine = Array.from({ length: 6 }, () => port(SPEC, 'ACTIVE'));
+    for (const p of mine) b.neutron.set(p.id, p);
+    const held = mine[0] as Port;
+    b.held.add(held.id);
+    const pool = makePool(b, 4, 4);
+    const result = await pool.adopt();
+    assert.deepEqual(result, { adopted: 4, removed: 1 });
+    assert.ok(b.neutron.has(held.id), 'the held port is neither adopted nor deleted');
+    const handed = new Set<string>();
+    for (let i = 0; i < 4; i++) handed.add(pool.take('sub-a4')?.id ?? 'none');
+    assert.ok(!handed.has(held.id) && !handed.has('none'));
+  });
+
+  it('with the pool off, adoption deletes every leftover pool port', async () => {
+    const b = new FakeBackend();
+    for (let i = 0; i < 3; i++) {
+      const p = port(OTHER);
+      b.neutron.set(p.id, p);
+    }
+    const pool = makePool(b, 0);
+    assert.deepEqual(await pool.adopt(), { adopted: 0, removed: 3 });
+    assert.equal(b.neutron.size, 0);
+  });
+
+  it('registerLater resolves the spec once, in the background, and then fills', async () => {
+    const b = new FakeBackend();
+    const pool = makePool(b, 2, 2);
+    let resolved = 0;
+    const resolve = async () => {
+      resolved++;
+      await sleep(10);
+      return SPEC;
+    };
+    pool.registerLater('sub-a4', resolve);
+    pool.registerLater('sub-a4', resolve);
+    await until('filled', () => pool.stats().ready === 2);
+    assert.equal(resolved, 1);
+    pool.registerLater('sub-a6', resolve);
+    await sleep(20);
+    assert.equal(resolved, 1, 'the other subnet of the same pool is known now');
+  });
+});
