@@ -202,9 +202,13 @@ async function main(): Promise<void> {
   // Startup: process start → answering Plugin.Activate.
   const launch = async (file: string) => {
     const t0 = performance.now();
-    const proc = spawn(process.execPath, [join(ROOT, 'dist/cli/main.js'), '--config-file', file, 'serve'], {
-      stdio: 'ignore',
-    });
+    const proc = spawn(
+      process.execPath,
+      ['--max-semi-space-size=1', join(ROOT, 'dist/kuryr.mjs'), '--config-file', file, 'serve'],
+      {
+        stdio: 'ignore',
+      },
+    );
     for (;;) {
       const ok = await sh('curl', [
         '-s',

@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 // `kuryr` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.
 import { Command } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_FILE, describeConfig, loadConfig } from '../config/config.js';

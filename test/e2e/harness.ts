@@ -16,6 +16,9 @@ export const NEUTRON_URL = process.env.NEUTRON_URL ?? 'http://127.0.0.1:9696';
 export const SOCKET = '/run/docker/plugins/kuryr.sock';
 export const HOST = hostname();
 const ROOT = new URL('../..', import.meta.url).pathname;
+/** What is shipped and run: the bundle, with the Node flags the systemd unit and plugin use. */
+export const KURYR_BIN = join(ROOT, 'dist/kuryr.mjs');
+export const NODE_FLAGS = ['--max-semi-space-size=1'];
 
 export const neutron = new NeutronClient({ auth: new NoAuth(NEUTRON_URL), timeoutMs: 30_000 });
 
@@ -88,7 +91,7 @@ export async function startKuryr(extraConfig = '', ready?: () => Promise<boolean
     `[neutron]\nauth_type = noauth\nendpoint_override = ${NEUTRON_URL}\n[DEFAULT]\ndebug = true\n${extraConfig}\n`,
   );
   const logFile = join(dir, 'kuryr.log');
-  const child = spawn(process.execPath, [join(ROOT, 'dist/cli/main.js'), '--config-file', conf, 'serve'], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, KURYR_BIN, '--config-file', conf, 'serve'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const chunks: string[] = [];
@@ -130,7 +133,7 @@ export function kuryrCli(
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [join(ROOT, 'dist/cli/main.js'), '--config-file', conf, ...args],
+      [...NODE_FLAGS, KURYR_BIN, '--config-file', conf, ...args],
       { timeout: 60_000 },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
