@@ -179,6 +179,10 @@ export class WarmPool {
         await this.reconcile(pool).catch(() => undefined);
         return;
       }
+      if (ports.length === 0) {
+        this.failed(pool, 'creating warm-pool ports', new Error('Neutron created no ports'));
+        return;
+      }
       try {
         await this.backend.plug(ports);
       } catch (err) {

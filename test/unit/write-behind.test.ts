@@ -1,0 +1,82 @@
+// NeutronView's background writes (a warm port's endpoint identity): ordered per port, retried on
+// 5xx and dropped connections, never on 4xx, silent when the port is gone, awaited by `settled`.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { NeutronView } from '../../src/cnm/neutron-view.js';
+import type { NeutronClient } from '../../src/neutron/client.js';
+import { NeutronApiError, NeutronUnavailableError } from '../../src/neutron/errors.js';
+
+const view = () => new NeutronView({} as NeutronClient);
+const apiError = (status: number, type: string) =>
+  new NeutronApiError(status, type, 'x', 'PUT', '/v2.0/ports/p');
+
+describe('write-behind', () => {
+  it('retries a 503 and a dropped connection, then succeeds; settled() waits for it', async () => {
+    const v = view();
+    const failures = [
+      apiError(503, 'ServiceUnavailable'),
+      new NeutronUnavailableError('PUT', '/p', 'ECONNRESET'),
+    ];
+    let attempts = 0;
+    const warnings: string[] = [];
+    v.writeBehind(
+      'p1',
+      'recording',
+      async () => {
+        attempts++;
+        const err = failures.shift();
+        if (err) throw err;
+      },
+      (m) => warnings.push(m),
+    );
+    await v.settled('p1');
+    assert.equal(attempts, 3);
+    assert.deepEqual(warnings, []);
+  });
+
+  it('gives up on a 4xx at once and says what failed', async () => {
+    const v = view();
+    let attempts = 0;
+    const warnings: string[] = [];
+    v.writeBehind(
+      'p2',
+      'recording endpoint e on port p2',
+      async () => {
+        attempts++;
+        throw apiError(409, 'Conflict');
+      },
+      (m) => warnings.push(m),
+    );
+    await v.settled('p2');
+    assert.equal(attempts, 1);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0] ?? '', /recording endpoint e on port p2 failed: Neutron 409 Conflict/);
+  });
+
+  it('is silent when the port is gone (404), and keeps writes to one port in order', async () => {
+    const v = view();
+    const order: string[] = [];
+    const warnings: string[] = [];
+    v.writeBehind(
+      'p3',
+      'first',
+      async () => {
+        await new Promise((r) => setTimeout(r, 30));
+        order.push('first');
+      },
+      (m) => warnings.push(m),
+    );
+    v.writeBehind(
+      'p3',
+      'second',
+      async () => {
+        order.push('second');
+        throw apiError(404, 'PortNotFound');
+      },
+      (m) => warnings.push(m),
+    );
+    await v.settleAll();
+    assert.deepEqual(order, ['first', 'second']);
+    assert.deepEqual(warnings, []);
+  });
+});
