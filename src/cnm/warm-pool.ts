@@ -202,12 +202,17 @@ export class WarmPool {
   private add(pool: Pool, port: Port): void {
     const entry: Ready = { port, active: port.status === 'ACTIVE' };
     pool.ready.push(entry);
-    if (!entry.active) {
-      runDetached(() => this.backend.waitActive(port.id))
-        .then((status) => {
-          entry.active = status === 'ACTIVE';
-        })
-        .catch(() => undefined);
+    if (!entry.active) void runDetached(() => this.watch(pool, entry));
+  }
+
+  /** Follows a pool port until the agent has wired it, for as long as it is in the pool. */
+  private async watch(pool: Pool, entry: Ready): Promise<void> {
+    while (!pool.closed && pool.ready.includes(entry)) {
+      const status = await this.backend.waitActive(entry.port.id).catch(() => 'UNKNOWN');
+      if (status === 'ACTIVE') {
+        entry.active = true;
+        return;
+      }
     }
   }
 

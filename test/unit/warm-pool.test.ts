@@ -73,8 +73,14 @@ class FakeBackend implements PoolBackend {
   async listMine(networkId?: string): Promise<Port[]> {
     return [...this.neutron.values()].filter((p) => !networkId || p.network_id === networkId);
   }
+  /** Waits that end before the agent got to the port (the real wait gives up after 120 s). */
+  slowWaits = 0;
   async waitActive(portId: string): Promise<string> {
     await sleep(this.activeAfterMs);
+    if (this.slowWaits > 0) {
+      this.slowWaits--;
+      return 'BUILD';
+    }
     return this.neutron.has(portId) ? 'ACTIVE' : 'DOWN';
   }
   inContainer(p: Port): boolean {
@@ -136,6 +142,16 @@ describe('warm pool', () => {
     assert.equal(b.maxInFlight, 1);
     const ids = new Set([first, ...burst].filter(Boolean).map((p) => p?.id));
     assert.equal(ids.size, 4, 'no port handed out twice');
+  });
+
+  it('keeps following a port the agent is slow to wire, until it is ACTIVE', async () => {
+    const b = new FakeBackend();
+    b.slowWaits = 5;
+    b.activeAfterMs = 5;
+    const pool = makePool(b, 2, 2);
+    pool.register(SPEC);
+    await until('both ports ACTIVE', () => pool.stats().active === 2);
+    assert.equal(b.slowWaits, 0, 'every wait that ended early was followed by another');
   });
 
   it('after a failed create it backs off instead of hammering Neutron, and warns', async () => {
