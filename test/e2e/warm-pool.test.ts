@@ -75,16 +75,10 @@ describe('warm port pool ([vif_pool] size = 3)', () => {
   let kuryr: KuryrProcess;
   const net = uniqueName('pool');
   const dual = uniqueName('pool6');
-  const containers = ['a', 'b', 'mac', 'ip', 'd1', 'd2', 'late'].map((c) => uniqueName(`pool-${c}`));
-  const [ca, cb, cmac, cip, cd1, cd2, clate] = containers as [
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-  ];
+  const name = (c: string) => uniqueName(`pool-${c}`);
+  const [ca, cb, cmac, cip] = [name('a'), name('b'), name('mac'), name('ip')];
+  const [cd1, cd2, clate, clate2] = [name('d1'), name('d2'), name('late'), name('late2')];
+  const containers = [ca, cb, cmac, cip, cd1, cd2, clate, clate2];
   let neutronNet: string;
 
   before(async () => {
@@ -250,6 +244,13 @@ describe('warm port pool ([vif_pool] size = 3)', () => {
       assert.deepEqual(await hostLinks(`tap${p.id.slice(0, 11)}`), []);
       assert.deepEqual(await hostLinks(`t_c${p.id.slice(0, 11)}`), []);
     }
-    kuryr = await startKuryr(CONFIG); // for the cleanup's docker rm / network rm
+  });
+
+  it('a network made before the daemon started gets its pool at its first container', async () => {
+    kuryr = await startKuryr(CONFIG);
+    assert.deepEqual(await poolPorts(neutronNet), [], 'nothing to adopt after SIGTERM');
+    await docker('run', '-d', '--name', clate2, '--net', net, IMAGE, 'sleep', '600');
+    await fullPool(neutronNet);
+    assert.match(await metric('kuryr_warm_pool_takes_total'), /result="miss"} 1/);
   });
 });
