@@ -224,8 +224,9 @@ async function main(): Promise<void> {
     return { proc, ms: performance.now() - t0 };
   };
   const stop = async (proc: ReturnType<typeof spawn>) => {
+    const exited = new Promise((r) => proc.once('exit', r));
     proc.kill('SIGTERM');
-    while (existsSync(SOCKET)) await sleep(20);
+    await exited;
   };
   const first = await launch(conf);
   let child = first.proc;

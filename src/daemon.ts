@@ -114,12 +114,14 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const servers: Server[] = [];
   const cleanup: string[] = [];
   const close = async () => {
-    await Promise.all(apps.map((a) => a.close())); // each waits for its in-flight calls
-    await settle(); // endpoint identities still being written to Neutron
-    // Warm ports are not left behind (a killed daemon's are adopted by the next one).
+    // Warm ports are not left behind (a killed daemon's are adopted by the next one). They go
+    // while Docker is still served (without the pool): the socket stays ours until they are
+    // gone, so a new daemon cannot start and adopt ports this one is deleting.
     await pool
       .close()
       .catch((err) => logger.error({ err: errorMessage(err) }, 'draining the warm pool failed'));
+    await Promise.all(apps.map((a) => a.close())); // each waits for its in-flight calls
+    await settle(); // endpoint identities still being written to Neutron
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
     for (const f of cleanup) if (existsSync(f)) unlinkSync(f);
     await neutron.close();

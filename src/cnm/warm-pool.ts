@@ -81,6 +81,7 @@ export class WarmPool {
   private readonly pools = new Map<string, Pool>();
   private readonly bySubnet = new Map<string, Pool>();
   private readonly resolving = new Set<string>();
+  private closing = false;
   private readonly removals = pLimit(REMOVALS_AT_ONCE);
 
   constructor(
@@ -100,7 +101,7 @@ export class WarmPool {
 
   /** Starts (or keeps) a pool for a Docker network's subnets and fills it in the background. */
   register(spec: PoolSpec, dockerNetworkId?: string): void {
-    if (!this.enabled || spec.subnetIds.length === 0) return;
+    if (!this.enabled || this.closing || spec.subnetIds.length === 0) return;
     const pool = this.poolFor(spec);
     pool.dockerNetworkId ??= dockerNetworkId;
     this.refill(pool);
@@ -111,7 +112,7 @@ export class WarmPool {
    * once `resolve` has found the Docker network's subnets; in the background.
    */
   registerLater(subnetId: string, resolve: () => Promise<PoolSpec>): void {
-    if (!this.enabled || this.bySubnet.has(subnetId) || this.resolving.has(subnetId)) return;
+    if (!this.enabled || this.closing || this.bySubnet.has(subnetId) || this.resolving.has(subnetId)) return;
     this.resolving.add(subnetId);
     runDetached(resolve)
       .then((spec) => this.register(spec))
@@ -283,8 +284,9 @@ export class WarmPool {
     return this.drain((p) => p.spec.subnetIds.some((id) => subnetIds.includes(id)));
   }
 
-  /** Deletes every pool (shutdown). */
+  /** Deletes every pool and makes no new ones (shutdown). */
   close(): Promise<void> {
+    this.closing = true;
     return this.drain(() => true);
   }
 
