@@ -229,6 +229,8 @@ async function main(): Promise<void> {
     await exited;
   };
   const first = await launch(conf);
+  // Docker reads IPAM capabilities once per activation: start from kuryr's defaults (no pool).
+  await restartDockerd();
   let child = first.proc;
   const startupMs = first.ms;
   const pid = child.pid as number;

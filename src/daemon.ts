@@ -218,15 +218,20 @@ async function listenTcp(
  * In the background after start: warm-pool ports a previous run left on this host are taken back
  * (or deleted, with the pool now off). Listing them is one request; it does not delay serving.
  */
-function adoptWarmPorts(pool: WarmPool, logger: Logger): void {
+function adoptWarmPorts(pool: WarmPool, logger: Logger, retryMs = 30_000): void {
   pool
     .adopt()
     .then(({ adopted, removed }) => {
       if (adopted || removed) logger.info({ adopted, removed }, 'warm-pool ports from a previous run');
     })
-    .catch((err) =>
-      logger.warn({ err: errorMessage(err) }, 'could not look for warm-pool ports of a previous run'),
-    );
+    .catch((err) => {
+      // Neutron not reachable yet: try again, so leftovers are neither lost nor leaked.
+      logger.warn(
+        { err: errorMessage(err) },
+        'could not look for warm-pool ports of a previous run; trying again',
+      );
+      setTimeout(() => adoptWarmPorts(pool, logger, Math.min(retryMs * 2, 300_000)), retryMs).unref();
+    });
 }
 
 /** Logs (does not fail) whether Neutron is reachable: Docker calls fail with a clear error meanwhile. */

@@ -94,6 +94,7 @@ export class Endpoints {
     }
     const attrs = {
       ...identity,
+      // Checked again, not `ours`: a MAC change has just unbound the port.
       ...(this.ports.isBoundHere(port) && port.device_owner === DEVICE_OWNER
         ? {}
         : { ...this.ports.bindAttrs(), admin_state_up: true }),

@@ -310,10 +310,7 @@ export class NeutronIpam implements IpamDriver {
         network_id: subnet.network_id,
         fixed_ips: `subnet_id=${subnet.id}`,
       });
-      for (const p of ports.filter((p) => isKuryrPortOwner(p.device_owner))) {
-        if (p['binding:host_id'] === this.ports.host) await this.ports.binder.unbind(p);
-        await this.neutron.delete('ports', p.id);
-      }
+      for (const p of ports.filter((p) => isKuryrPortOwner(p.device_owner))) await this.ports.remove(p);
       await explained(`deleting Neutron subnet ${subnet.id} (${subnet.cidr}) of Docker pool ${poolId}`, () =>
         this.neutron.delete('subnets', subnet.id),
       );
@@ -520,6 +517,7 @@ export class NeutronIpam implements IpamDriver {
     for (const port of cached ? [cached] : await this.view.portsWithAddress(subnet, ip)) {
       await this.view.settled(port.id); // the endpoint's identity, still being written
       this.view.forgetPort(port);
+      this.pool.discard(port.id); // a previous run's port Docker rolls back: not warm any more
       const doing = `releasing ${ip} (Neutron port ${port.id}) of Docker pool ${req.PoolID}`;
       if (port.tags.includes(EXISTING_PORT_TAG)) {
         // A user's port: hand it back as we found it.
@@ -538,16 +536,16 @@ export class NeutronIpam implements IpamDriver {
         });
       } else if (!isKuryrPortOwner(port.device_owner)) {
         // not ours: never touch it
-      } else if (port.fixed_ips.length > 1) {
+      } else if (port.fixed_ips.length > 1 && port.device_id) {
         // Dual stack: Docker releases each family separately; the port goes with the last one.
+        // (A port no endpoint claimed is a rolled-back start: it goes whole, other family too.)
         const rest = port.fixed_ips.filter((f) => !(f.subnet_id === subnet.id && sameIp(f.ip_address, ip)));
         this.view.rememberPort(
           await explained(doing, () => this.neutron.update('ports', port.id, { fixed_ips: rest })),
         );
       } else {
         // Its veth is normally gone with DeleteEndpoint; not when Docker rolls back before that.
-        await this.ports.binder.unbind(port);
-        await explained(doing, () => this.neutron.delete('ports', port.id));
+        await explained(doing, () => this.ports.remove(port));
       }
     }
     return {};

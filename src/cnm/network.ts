@@ -39,7 +39,7 @@ export class NeutronNetworkDriver implements NetworkDriver {
     private readonly settings: DriverSettings,
     hooks?: EndpointHooks,
   ) {
-    this.networks = new Networks(view, pool, settings);
+    this.networks = new Networks(view, ports, pool, settings);
     this.exposed = new ExposedPorts(view.neutron);
     this.endpoints = new Endpoints(view, ports, this.exposed, settings, hooks);
   }

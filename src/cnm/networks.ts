@@ -19,6 +19,7 @@ import {
 } from './naming.js';
 import { formatPoolId, type NeutronView } from './neutron-view.js';
 import { type NeutronOptions, parseNeutronOptions } from './options.js';
+import type { PortBinding } from './port-binding.js';
 import type { WarmPool } from './warm-pool.js';
 
 export interface NetworkSettings {
@@ -40,6 +41,7 @@ export class Networks {
 
   constructor(
     private readonly view: NeutronView,
+    private readonly ports: PortBinding,
     private readonly pool: WarmPool,
     private readonly settings: NetworkSettings,
   ) {}
@@ -339,8 +341,7 @@ export class Networks {
           `Ports not made by kuryr use it: ${foreign.map((p) => p.id).join(', ')}`,
         );
       }
-      for (const port of ports.filter((p) => isKuryrPortOwner(p.device_owner)))
-        await this.neutron.delete('ports', port.id);
+      for (const port of ports.filter((p) => isKuryrPortOwner(p.device_owner))) await this.ports.remove(port);
       await explained(`deleting Neutron network ${net.id}`, () => this.neutron.delete('networks', net.id));
     }
   }

@@ -22,6 +22,9 @@ export type PoolRef =
   | { kind: 'carved'; subnetpoolId: string; cidr: string }
   | { kind: 'subnet'; subnetId: string };
 
+/** How long a hand-out waits for its CreateEndpoint (Docker's own plugin timeout is 30 s). */
+const HANDED_OUT_KEEP_MS = 10 * 60_000;
+
 /** A prefetched subnet read older than this is not used: Join reads again. */
 const PREFETCH_FRESH_MS = 2_000;
 
@@ -65,7 +68,7 @@ export class NeutronView {
   private readonly portsByAddress = new Map<string, Port>();
   private readonly portsByEndpoint = new Map<string, Port>();
   /** Ports whose addresses RequestAddress gave Docker, until CreateEndpoint claims them. */
-  private readonly handedOut = new Map<string, { port: Port; given: Set<string> }>();
+  private readonly handedOut = new Map<string, { port: Port; given: Set<string>; at: number }>();
   /** Subnet reads started ahead of Join, by sorted IDs. */
   private readonly prefetched = new Map<string, { at: number; subnets: Promise<Subnet[]> }>();
   /** Background writes per port, in order. */
@@ -290,7 +293,12 @@ export class NeutronView {
     const given = this.handedOut.get(port.id)?.given ?? new Set<string>();
     given.add(subnetId);
     this.handedOut.delete(port.id); // re-insert: most recent last
-    this.handedOut.set(port.id, { port, given });
+    this.handedOut.set(port.id, { port, given, at: Date.now() });
+    // Hand-outs Docker never followed up (it gave up between calls) do not pile up.
+    for (const [id, e] of this.handedOut) {
+      if (Date.now() - e.at < HANDED_OUT_KEEP_MS) break; // oldest first
+      this.handedOut.delete(id);
+    }
   }
 
   /**
@@ -390,9 +398,11 @@ export class NeutronView {
         }
       }
     };
-    const done: Promise<void> = runDetached(() => previous.then(attempt)).finally(() => {
-      if (this.writes.get(portId) === done) this.writes.delete(portId);
-    });
+    const done: Promise<void> = runDetached(() => previous.then(attempt))
+      .catch(() => undefined) // attempt() reports through onFail; nothing may reject unhandled
+      .finally(() => {
+        if (this.writes.get(portId) === done) this.writes.delete(portId);
+      });
     this.writes.set(portId, done);
   }
 

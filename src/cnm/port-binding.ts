@@ -49,6 +49,12 @@ export class PortBinding {
     if (!this.hasHostSide(port)) await this.plugHost(port);
   }
 
+  /** Deletes a port of ours and, if it is bound here, its host side (veth) first. */
+  async remove(port: Port): Promise<void> {
+    if (port['binding:host_id'] === this.host) await this.binder.unbind(port);
+    await this.view.neutron.delete('ports', port.id);
+  }
+
   /** The veth's host end is there (a file-system check, no `ip` process). */
   hasHostSide(port: Pick<Port, 'id'>): boolean {
     return linkExists(hostIfaceName(port.id));

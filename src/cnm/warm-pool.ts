@@ -6,6 +6,8 @@
 // Pool ports are named POOL_PORT_NAME and bound to this host, so Neutron alone says which are
 // pool ports: a restarted daemon adopts them, `kuryr gc` knows them. They are drained when their
 // Docker network goes (DeleteNetwork, ReleasePool) and on shutdown.
+
+import { randomUUID } from 'node:crypto';
 import pLimit from 'p-limit';
 import type { Port } from '../neutron/types.js';
 import { runDetached } from '../util/context.js';
@@ -21,14 +23,17 @@ export interface PoolSpec {
 
 /** Neutron and host operations the pool needs (real: `neutronPoolBackend`; tests: a fake). */
 export interface PoolBackend {
-  /** Creates `count` ports bound to this host with an address in each subnet, in one request. */
-  create(spec: PoolSpec, count: number): Promise<Port[]>;
+  /**
+   * Creates `count` ports bound to this host with an address in each subnet, in one request,
+   * marked with `batch` (their description) so a request that timed out can find its own ports.
+   */
+  create(spec: PoolSpec, count: number, batch: string): Promise<Port[]>;
   /** Makes their host side (veth, plugged for the vif_type). */
   plug(ports: Port[]): Promise<void>;
   /** Deletes a port and its host side. */
   remove(port: Port): Promise<void>;
-  /** This host's pool ports as Neutron has them, optionally on one network. */
-  listMine(networkId?: string): Promise<Port[]>;
+  /** This host's pool ports as Neutron has them, optionally only one network's or one batch's. */
+  listMine(filter?: { networkId?: string; batch?: string }): Promise<Port[]>;
   /** Resolves with the port's status once ACTIVE, or the last status seen when the wait ends. */
   waitActive(portId: string): Promise<string>;
   /** A container holds the port's veth already (taken, its endpoint not yet recorded in Neutron). */
@@ -66,6 +71,8 @@ interface Pool {
 }
 
 const REMOVALS_AT_ONCE = 8;
+const OWNED_PRUNE_AT = 1_000;
+const OWNED_KEEP_MS = 10 * 60_000;
 
 const keyOf = (subnetIds: string[]) => [...subnetIds].sort().join(',');
 
@@ -82,6 +89,10 @@ export class WarmPool {
   private readonly bySubnet = new Map<string, Pool>();
   private readonly resolving = new Set<string>();
   private closing = false;
+  /** Ports this pool holds or handed out recently (by ID, with when): never adopted again. */
+  private readonly owned = new Map<string, number>();
+  /** Subnets whose pool was drained (their Docker network is gone). */
+  private readonly drained = new Set<string>();
   private readonly removals = pLimit(REMOVALS_AT_ONCE);
 
   constructor(
@@ -102,6 +113,8 @@ export class WarmPool {
   /** Starts (or keeps) a pool for a Docker network's subnets and fills it in the background. */
   register(spec: PoolSpec, dockerNetworkId?: string): void {
     if (!this.enabled || this.closing || spec.subnetIds.length === 0) return;
+    // A lookup that finished after DeleteNetwork/ReleasePool must not bring the pool back.
+    if (spec.subnetIds.some((id) => this.drained.has(id))) return;
     const pool = this.poolFor(spec);
     pool.dockerNetworkId ??= dockerNetworkId;
     this.refill(pool);
@@ -153,9 +166,34 @@ export class WarmPool {
     );
     const [taken] = pool.ready.splice(i, 1);
     this.hooks.taken?.(taken !== undefined);
+    if (taken) {
+      this.owned.set(taken.port.id, Date.now());
+      if (this.owned.size > OWNED_PRUNE_AT) this.pruneOwned();
+    }
     this.refill(pool);
     if (!taken) return undefined;
     return taken.active ? { ...taken.port, status: 'ACTIVE' } : taken.port;
+  }
+
+  /** Forgets ports handed out long ago (their endpoint is recorded by now, under another name). */
+  private pruneOwned(): void {
+    const ready = new Set([...this.pools.values()].flatMap((p) => p.ready.map((r) => r.port.id)));
+    const old = Date.now() - OWNED_KEEP_MS;
+    for (const [id, at] of this.owned) if (at < old && !ready.has(id)) this.owned.delete(id);
+  }
+
+  /**
+   * Forgets a port that is being deleted (ReleaseAddress): a previous run's port that Docker's
+   * rollback releases after this process adopted it must not be handed out again.
+   */
+  discard(portId: string): void {
+    for (const pool of this.pools.values()) {
+      const i = pool.ready.findIndex((r) => r.port.id === portId);
+      if (i >= 0) {
+        pool.ready.splice(i, 1);
+        this.refill(pool);
+      }
+    }
   }
 
   /** Tops the pool up to size, one bulk request per batch; at most one refill per pool at a time. */
@@ -163,21 +201,24 @@ export class WarmPool {
     if (pool.closed || pool.filling || Date.now() < pool.retryAt) return;
     if (pool.ready.length >= this.settings.size) return;
     // Background work: its Neutron calls are not the Docker call's that happened to start it.
-    pool.filling = runDetached(() => this.fill(pool)).finally(() => {
-      pool.filling = undefined;
-    });
+    pool.filling = runDetached(() => this.fill(pool))
+      .catch((err) => this.failed(pool, 'refilling', err))
+      .finally(() => {
+        pool.filling = undefined;
+      });
   }
 
   private async fill(pool: Pool): Promise<void> {
     while (!pool.closed && pool.ready.length < this.settings.size) {
       const count = Math.min(this.settings.batch, this.settings.size - pool.ready.length);
       let ports: Port[];
+      const batch = `kuryr-pool ${randomUUID()}`;
       try {
-        ports = await this.backend.create(pool.spec, count);
+        ports = await this.backend.create(pool.spec, count, batch);
       } catch (err) {
         this.failed(pool, 'creating warm-pool ports', err);
         // The request may have reached Neutron (a timeout): whatever it made is found and kept.
-        await this.reconcile(pool).catch(() => undefined);
+        await this.reconcile(pool, batch).catch(() => undefined);
         return;
       }
       if (ports.length === 0) {
@@ -201,6 +242,8 @@ export class WarmPool {
   }
 
   private add(pool: Pool, port: Port): void {
+    if (this.owned.has(port.id)) return; // already held or handed out: never twice
+    this.owned.set(port.id, Date.now());
     const entry: Ready = { port, active: port.status === 'ACTIVE' };
     pool.ready.push(entry);
     if (!entry.active) void runDetached(() => this.watch(pool, entry));
@@ -209,9 +252,14 @@ export class WarmPool {
   /** Follows a pool port until the agent has wired it, for as long as it is in the pool. */
   private async watch(pool: Pool, entry: Ready): Promise<void> {
     while (!pool.closed && pool.ready.includes(entry)) {
-      const status = await this.backend.waitActive(entry.port.id).catch(() => 'UNKNOWN');
+      const status = await this.backend.waitActive(entry.port.id).catch(() => 'ERROR');
       if (status === 'ACTIVE') {
         entry.active = true;
+        return;
+      }
+      if (status === 'UNKNOWN') {
+        // Neutron no longer has it (deleted behind our back): out of the pool.
+        this.discard(entry.port.id);
         return;
       }
     }
@@ -219,19 +267,23 @@ export class WarmPool {
 
   private failed(pool: Pool, doing: string, err: unknown): void {
     pool.retryAt = Date.now() + this.settings.retryMs;
+    setTimeout(() => this.refill(pool), this.settings.retryMs).unref();
     this.hooks.warn(`warm pool: ${doing} failed; trying again in ${this.settings.retryMs / 1000} s`, {
       network: pool.spec.networkId,
       err: errorMessage(err),
     });
   }
 
-  /** Adopts this host's pool ports for the pool's subnets that Neutron has and the pool does not. */
-  private async reconcile(pool: Pool): Promise<void> {
-    const known = new Set(pool.ready.map((r) => r.port.id));
-    const found = (await this.backend.listMine(pool.spec.networkId)).filter(
-      (p) => !known.has(p.id) && keyOf(specOf(p).subnetIds) === pool.key,
+  /** The ports a bulk create that failed (timed out) made after all: plugged and kept. */
+  private async reconcile(pool: Pool, batch: string): Promise<void> {
+    const found = (await this.backend.listMine({ networkId: pool.spec.networkId, batch })).filter(
+      (p) => !this.owned.has(p.id),
     );
-    if (found.length === 0 || pool.closed) return;
+    if (found.length === 0) return;
+    if (pool.closed) {
+      await this.removeAll(found);
+      return;
+    }
     await this.backend.plug(found);
     for (const port of found) this.add(pool, port);
   }
@@ -241,8 +293,11 @@ export class WarmPool {
    * again if the host rebooted), beyond `size` per network, or all with the pool off, deleted.
    */
   async adopt(): Promise<{ adopted: number; removed: number }> {
-    // A port whose veth a container holds was taken just before a crash: it is not free.
-    const mine = (await this.backend.listMine()).filter((p) => !this.backend.inContainer(p));
+    // A port whose veth a container holds was taken just before a crash: it is not free. Ports
+    // this process already holds or handed out are not adopted either.
+    const mine = (await this.backend.listMine()).filter(
+      (p) => !this.backend.inContainer(p) && !this.owned.has(p.id),
+    );
     const surplus: Port[] = [];
     const groups = new Map<string, Port[]>();
     for (const port of mine) {
@@ -252,7 +307,9 @@ export class WarmPool {
     let adopted = 0;
     for (const ports of groups.values()) {
       const first = ports[0] as Port;
-      const pool = this.enabled ? this.poolFor(specOf(first)) : undefined;
+      const spec = specOf(first);
+      const usable = this.enabled && !this.closing && !spec.subnetIds.some((id) => this.drained.has(id));
+      const pool = usable ? this.poolFor(spec) : undefined;
       const room = pool ? Math.max(0, this.settings.size - pool.ready.length) : 0;
       const keep = ports.slice(0, room);
       surplus.push(...ports.slice(room));
@@ -264,8 +321,14 @@ export class WarmPool {
         surplus.push(...keep);
         continue;
       }
-      for (const port of keep) this.add(pool, port);
-      adopted += keep.length;
+      // A refill may have run meanwhile: keep no more than size.
+      for (const port of keep) {
+        if (pool.closed || pool.ready.length >= this.settings.size) surplus.push(port);
+        else {
+          this.add(pool, port);
+          adopted++;
+        }
+      }
       this.refill(pool);
     }
     await this.removeAll(surplus).catch(() => undefined);
@@ -294,6 +357,7 @@ export class WarmPool {
     const doomed = [...this.pools.values()].filter(which);
     for (const pool of doomed) {
       pool.closed = true;
+      for (const id of pool.spec.subnetIds) this.drained.add(id);
       this.pools.delete(pool.key);
       for (const id of pool.spec.subnetIds) if (this.bySubnet.get(id) === pool) this.bySubnet.delete(id);
     }
@@ -334,12 +398,13 @@ const POOL_ACTIVE_WAIT_MS = 120_000;
 export function neutronPoolBackend(ports: PortBinding): PoolBackend {
   const neutron = ports.view.neutron;
   return {
-    create: (spec, count) =>
+    create: (spec, count, batch) =>
       neutron.createMany(
         'ports',
         Array.from({ length: count }, () => ({
           network_id: spec.networkId,
           name: POOL_PORT_NAME,
+          description: batch,
           admin_state_up: true,
           ...ports.bindAttrs(),
           fixed_ips: spec.subnetIds.map((subnet_id) => ({ subnet_id })),
@@ -348,15 +413,13 @@ export function neutronPoolBackend(ports: PortBinding): PoolBackend {
     plug: async (list) => {
       await Promise.all(list.map((p) => ports.plugHost(p)));
     },
-    remove: async (port) => {
-      await ports.binder.unbind(port);
-      await neutron.delete('ports', port.id);
-    },
-    listMine: (networkId) =>
+    remove: (port) => ports.remove(port),
+    listMine: (filter = {}) =>
       neutron.list('ports', {
         name: POOL_PORT_NAME,
         'binding:host_id': ports.host,
-        ...(networkId ? { network_id: networkId } : {}),
+        network_id: filter.networkId,
+        description: filter.batch,
       }),
     waitActive: (portId) => ports.active.wait(portId, POOL_ACTIVE_WAIT_MS),
     inContainer: (port) => ports.inContainer(port),

@@ -46,14 +46,14 @@ class FakeBackend implements PoolBackend {
   activeAfterMs = 0;
   held = new Set<string>();
 
-  async create(spec: PoolSpec, count: number): Promise<Port[]> {
+  async create(spec: PoolSpec, count: number, batch: string): Promise<Port[]> {
     this.createCalls.push(count);
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     try {
       await sleep(this.createDelayMs);
       if (this.failCreate) throw this.failCreate;
-      const ports = Array.from({ length: count }, () => port(spec));
+      const ports = Array.from({ length: count }, () => ({ ...port(spec), description: batch }));
       for (const p of ports) this.neutron.set(p.id, p);
       if (this.createTimesOut) throw new Error('timed out');
       return ports;
@@ -70,8 +70,12 @@ class FakeBackend implements PoolBackend {
     this.neutron.delete(p.id);
     this.plugged.delete(p.id);
   }
-  async listMine(networkId?: string): Promise<Port[]> {
-    return [...this.neutron.values()].filter((p) => !networkId || p.network_id === networkId);
+  async listMine(filter: { networkId?: string; batch?: string } = {}): Promise<Port[]> {
+    return [...this.neutron.values()].filter(
+      (p) =>
+        (!filter.networkId || p.network_id === filter.networkId) &&
+        (!filter.batch || (p as { description?: string }).description === filter.batch),
+    );
   }
   /** Waits that end before the agent got to the port (the real wait gives up after 120 s). */
   slowWaits = 0;
@@ -176,6 +180,38 @@ describe('warm pool', () => {
     await until('ports adopted', () => pool.stats().ready === 3);
     assert.equal(b.neutron.size, 3, 'nothing made twice');
     assert.equal(b.plugged.size, 3);
+  });
+
+  it('after a timed-out create it keeps only that batch, never a port it already handed out', async () => {
+    const b = new FakeBackend();
+    const pool = makePool(b, 2, 2);
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 2);
+    const handedOut = pool.take('sub-a4'); // its name in Neutron is still the pool's for a while
+    assert.ok(handedOut);
+    b.createTimesOut = true;
+    await until('refilled from the timed-out batch', () => pool.stats().ready === 2);
+    const again = [pool.take('sub-a4'), pool.take('sub-a4')].map((p) => p?.id);
+    assert.ok(!again.includes(handedOut.id), 'the handed-out port was not taken back');
+    await pool.adopt();
+    assert.notEqual(pool.take('sub-a4')?.id, handedOut.id);
+  });
+
+  it('discard() drops a port being deleted, and a drained network is not registered again', async () => {
+    const b = new FakeBackend();
+    const pool = makePool(b, 2, 2);
+    pool.register(SPEC, 'docker-a');
+    await until('filled', () => pool.stats().ready === 2);
+    const [first] = await b.listMine();
+    assert.ok(first);
+    pool.discard(first.id);
+    const ids = [pool.take('sub-a4')?.id, pool.take('sub-a4')?.id];
+    assert.ok(!ids.includes(first.id));
+    await pool.drainDockerNetwork('docker-a', 'net-a');
+    pool.register(SPEC, 'docker-a'); // e.g. a lookup that finished after the drain
+    pool.registerLater('sub-a6', async () => SPEC);
+    await sleep(30);
+    assert.equal(pool.stats().pools, 0);
   });
 
   it('removes the ports of a batch it could not plug', async () => {
