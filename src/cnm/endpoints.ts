@@ -67,9 +67,11 @@ export class Endpoints {
     if (ours && !macChange && port.status === 'ACTIVE' && this.ports.hasHostSide(port)) {
       // A warm port: bound, plugged, wired; only the endpoint's identity is missing. Docker need
       // not wait for that write: it goes on in the background (calls about the port wait for it),
-      // so a container start with a warm port makes no Neutron request Docker waits for. A crash
-      // before it lands loses nothing: the port is found by its address, and a restarted daemon
-      // does not take a port whose veth a container holds back into the pool.
+      // so a container start with a warm port makes no Neutron request Docker waits for. If it
+      // never lands (a crash, or Neutron failing all retries; logged), the container still works;
+      // after a restart DeleteEndpoint finds no port by device_id, and ReleaseAddress, which finds
+      // it by address, removes port and veth. A restarted daemon never adopts a port whose veth a
+      // container holds.
       this.view.rememberPort({ ...port, ...identity, tags });
       this.view.writeBehind(
         port.id,
