@@ -135,19 +135,11 @@ async function parallelRun(
   const failed = outcomes.filter((o) => o.status === 'rejected').length;
   const reqs = (await ourNeutronCount()) - before;
   await Promise.allSettled(names.map((c) => docker('rm', '-f', c)));
-  const ports = Number(
-    await sh('sh', [
-      '-c',
-      `curl -s '${NEUTRON_URL}/v2.0/ports?device_owner=compute:kuryr&name=kuryr-pool-port&fields=id' | grep -o '"id"' | wc -l`,
-    ]),
-  );
-  const all = Number(
-    await sh('sh', [
-      '-c',
-      `curl -s '${NEUTRON_URL}/v2.0/ports?device_owner=compute:kuryr&fields=id' | grep -o '"id"' | wc -l`,
-    ]),
-  );
-  const leaked = all - ports - keep;
+  // One read: kuryr's ports that are neither warm-pool ports nor the peers' are leaks.
+  const ports = JSON.parse(
+    await sh('curl', ['-s', `${NEUTRON_URL}/v2.0/ports?device_owner=compute:kuryr&fields=id&fields=name`]),
+  ) as { ports: { name: string }[] };
+  const leaked = ports.ports.filter((p) => p.name !== 'kuryr-pool-port').length - keep;
   return `| ${label} | ${(total / 1000).toFixed(2)} s | ${failed} | ${reqs} | ${leaked} |`;
 }
 
@@ -325,6 +317,10 @@ async function main(): Promise<void> {
     };
     const spread = await tenNetworks('p', 204);
     const parallel: string[] = [];
+    for (const n of [20, 50])
+      parallel.push(
+        await parallelRun(`floor: ${n} × docker run -d, Docker bridge network`, n, () => `${tag}-bridge`, 1),
+      );
     for (const n of PARALLEL) {
       for (const [label, pick] of [
         ['one network', () => main],

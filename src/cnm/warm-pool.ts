@@ -217,8 +217,13 @@ export class WarmPool {
         ports = await this.backend.create(pool.spec, count, batch);
       } catch (err) {
         this.failed(pool, 'creating warm-pool ports', err);
-        // The request may have reached Neutron (a timeout): whatever it made is found and kept.
+        // The request may have reached Neutron (a timeout): whatever it made is found and kept,
+        // now and once more later (an overloaded Neutron may still be making them).
         await this.reconcile(pool, batch).catch(() => undefined);
+        setTimeout(
+          () => void this.reconcile(pool, batch).catch(() => undefined),
+          this.settings.retryMs,
+        ).unref();
         return;
       }
       if (ports.length === 0) {
@@ -347,10 +352,19 @@ export class WarmPool {
     return this.drain((p) => p.spec.subnetIds.some((id) => subnetIds.includes(id)));
   }
 
-  /** Deletes every pool and makes no new ones (shutdown). */
-  close(): Promise<void> {
+  /**
+   * Deletes every pool and makes no new ones (shutdown). Then this host's pool ports Neutron still
+   * has and this process does not know (a bulk create that answered too late) go too, except
+   * those handed out to containers.
+   */
+  async close(): Promise<void> {
     this.closing = true;
-    return this.drain(() => true);
+    await this.drain(() => true);
+    if (!this.enabled) return;
+    const strays = (await this.backend.listMine()).filter(
+      (p) => !this.owned.has(p.id) && !this.backend.inContainer(p),
+    );
+    await this.removeAll(strays);
   }
 
   private async drain(which: (pool: Pool) => boolean): Promise<void> {

@@ -244,6 +244,20 @@ describe('warm pool', () => {
     assert.equal(pool.stats().pools, 0);
   });
 
+  it('close() also deletes pool ports Neutron made after a create timed out, never a handed-out one', async () => {
+    const b = new FakeBackend();
+    const pool = makePool(b, 2, 2);
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 2);
+    const handedOut = pool.take('sub-a4');
+    assert.ok(handedOut);
+    const late = port(SPEC); // a bulk create that answered after its timeout
+    b.neutron.set(late.id, late);
+    await until('refilled', () => pool.stats().ready === 2);
+    await pool.close();
+    assert.deepEqual([...b.neutron.keys()], [handedOut.id]);
+  });
+
   it('close() drains every pool', async () => {
     const b = new FakeBackend();
     const pool = makePool(b, 2, 2);
