@@ -159,7 +159,10 @@ export class WarmPool {
    */
   take(subnetId: string): Port | undefined {
     const pool = this.bySubnet.get(subnetId);
-    if (!pool || pool.closed) return undefined;
+    if (!pool || pool.closed) {
+      if (this.enabled) this.hooks.taken?.(false);
+      return undefined;
+    }
     const i = Math.max(
       0,
       pool.ready.findIndex((r) => r.active),

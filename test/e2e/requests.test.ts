@@ -15,6 +15,7 @@ import {
   pluginCall,
   startKuryr,
   uniqueName,
+  waitFor,
 } from './harness.js';
 
 const METRICS = '127.0.0.1:23791';
@@ -55,6 +56,17 @@ describe('Neutron requests per Docker operation', () => {
 
   before(async () => {
     kuryr = await startKuryr(`metrics_listen = ${METRICS}\n[binding]\nactive_wait_timeout = 0`);
+    // The daemon's own start-up requests (extensions check, warm-pool leftovers) are not Docker's.
+    await waitFor(
+      'kuryr start-up requests to finish',
+      async () => {
+        const before = await neutronRequests();
+        await new Promise((r) => setTimeout(r, 300));
+        return before > 0 && (await neutronRequests()) === before;
+      },
+      15_000,
+      0,
+    );
   });
   after(async () => {
     await cleanupDocker([c1, c2], [net]);
