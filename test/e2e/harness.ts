@@ -16,9 +16,8 @@ export const NEUTRON_URL = process.env.NEUTRON_URL ?? 'http://127.0.0.1:9696';
 export const SOCKET = '/run/docker/plugins/kuryr.sock';
 export const HOST = hostname();
 const ROOT = new URL('../..', import.meta.url).pathname;
-/** What is shipped and run: the bundle, with the Node flags the systemd unit and plugin use. */
+/** What is shipped and run: the bundle, an executable whose #! line sets Node's flags. */
 export const KURYR_BIN = join(ROOT, 'dist/kuryr.mjs');
-export const NODE_FLAGS = ['--max-semi-space-size=1'];
 
 export const neutron = new NeutronClient({ auth: new NoAuth(NEUTRON_URL), timeoutMs: 30_000 });
 
@@ -91,7 +90,7 @@ export async function startKuryr(extraConfig = '', ready?: () => Promise<boolean
     `[neutron]\nauth_type = noauth\nendpoint_override = ${NEUTRON_URL}\n[DEFAULT]\ndebug = true\n${extraConfig}\n`,
   );
   const logFile = join(dir, 'kuryr.log');
-  const child = spawn(process.execPath, [...NODE_FLAGS, KURYR_BIN, '--config-file', conf, 'serve'], {
+  const child = spawn(KURYR_BIN, ['--config-file', conf, 'serve'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const chunks: string[] = [];
@@ -131,15 +130,10 @@ export function kuryrCli(
   ...args: string[]
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [...NODE_FLAGS, KURYR_BIN, '--config-file', conf, ...args],
-      { timeout: 60_000 },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
+    execFile(KURYR_BIN, ['--config-file', conf, ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 
