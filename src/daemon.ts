@@ -52,7 +52,12 @@ export function buildDrivers(
   const ports = new PortBinding(view, binder, config.DEFAULT.host);
   const pool = new WarmPool(
     neutronPoolBackend(ports),
-    { size: config.vif_pool.size, batch: Math.max(1, config.vif_pool.batch), retryMs: 30_000 },
+    {
+      size: config.vif_pool.size,
+      batch: Math.max(1, config.vif_pool.batch),
+      retryMs: 30_000,
+      refillDelayMs: 1_000,
+    },
     { warn: hooks.warnDetail, taken: hooks.poolTaken },
   );
   const network = new NeutronNetworkDriver(

@@ -19,6 +19,8 @@ import { DEVICE_OWNER, dockerIdTags, endpointPortName } from './naming.js';
 import type { NeutronView } from './neutron-view.js';
 import { type PortBinding, UNBOUND } from './port-binding.js';
 
+const WRITE_BEHIND_DELAY_MS = 1_000;
+
 export interface EndpointSettings {
   vethDstPrefix: string;
   /** How long Join waits for the port to turn ACTIVE (0: not at all), and whether timing out fails Join. */
@@ -82,6 +84,9 @@ export class Endpoints {
             this.neutron.setTags('ports', port.id, tags),
           ]),
         (msg) => this.hooks.warn(msg),
+        // Once the container is up: neutron-server's work for these writes would compete with
+        // Docker's for the CPU while the container starts (measured: ~100 ms on 2 cores).
+        WRITE_BEHIND_DELAY_MS,
       );
       return { Interface: mac ? {} : { MacAddress: port.mac_address } };
     }

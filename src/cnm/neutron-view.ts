@@ -71,8 +71,9 @@ export class NeutronView {
   private readonly handedOut = new Map<string, { port: Port; given: Set<string>; at: number }>();
   /** Subnet reads started ahead of Join, by sorted IDs. */
   private readonly prefetched = new Map<string, { at: number; subnets: Promise<Subnet[]> }>();
-  /** Background writes per port, in order. */
+  /** Background writes per port, in order, and how to start the waiting one early. */
   private readonly writes = new Map<string, Promise<void>>();
+  private readonly startNow = new Map<string, () => void>();
 
   constructor(readonly neutron: NeutronClient) {}
 
@@ -373,14 +374,15 @@ export class NeutronView {
   // ------------------------------------------------------------------ writes behind
   /**
    * Runs a Neutron write that Docker need not wait for (recording an endpoint's identity on a port
-   * that is already bound and plugged), retried a little. Later calls about the same port wait for
-   * it with `settled`.
+   * that is already bound and plugged), `delayMs` later, retried a little. Later calls about the
+   * same port start it at once if it has not started, and wait for it, with `settled`.
    */
   writeBehind(
     portId: string,
     what: string,
     write: () => Promise<unknown>,
     onFail: (msg: string) => void,
+    delayMs = 0,
   ): void {
     const previous = this.writes.get(portId) ?? Promise.resolve();
     const attempt = async () => {
@@ -398,21 +400,33 @@ export class NeutronView {
         }
       }
     };
-    const done: Promise<void> = runDetached(() => previous.then(attempt))
+    const due = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, delayMs);
+      this.startNow.set(portId, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    const done: Promise<void> = runDetached(() => previous.then(() => due).then(attempt))
       .catch(() => undefined) // attempt() reports through onFail; nothing may reject unhandled
       .finally(() => {
-        if (this.writes.get(portId) === done) this.writes.delete(portId);
+        if (this.writes.get(portId) === done) {
+          this.writes.delete(portId);
+          this.startNow.delete(portId);
+        }
       });
     this.writes.set(portId, done);
   }
 
-  /** Resolves when background writes about this port are done. */
+  /** Starts this port's background writes now and resolves when they are done. */
   async settled(portId: string): Promise<void> {
+    this.startNow.get(portId)?.();
     await this.writes.get(portId);
   }
 
-  /** Resolves when all background writes are done (shutdown). */
+  /** Starts all background writes now and resolves when they are done (shutdown). */
   async settleAll(): Promise<void> {
+    for (const start of this.startNow.values()) start();
     await Promise.all(this.writes.values());
   }
 }

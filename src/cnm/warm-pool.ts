@@ -47,6 +47,8 @@ export interface WarmPoolSettings {
   batch: number;
   /** After a failed refill, how long before trying again. */
   retryMs: number;
+  /** How long after a take the refill starts (0: at once). */
+  refillDelayMs: number;
 }
 
 export interface WarmPoolHooks {
@@ -66,6 +68,7 @@ interface Pool {
   dockerNetworkId?: string;
   ready: Ready[];
   filling?: Promise<void>;
+  refillTimer?: NodeJS.Timeout;
   closed: boolean;
   retryAt: number;
 }
@@ -173,7 +176,7 @@ export class WarmPool {
       this.owned.set(taken.port.id, Date.now());
       if (this.owned.size > OWNED_PRUNE_AT) this.pruneOwned();
     }
-    this.refill(pool);
+    this.refillSoon(pool);
     if (!taken) return undefined;
     return taken.active ? { ...taken.port, status: 'ACTIVE' } : taken.port;
   }
@@ -197,6 +200,23 @@ export class WarmPool {
         this.refill(pool);
       }
     }
+  }
+
+  /**
+   * Refills once the container that took a port is up: a refill (a bulk create in neutron-server,
+   * `ip` for each veth) started at once would compete with that start for the CPU. Takes in a
+   * burst share one refill.
+   */
+  private refillSoon(pool: Pool): void {
+    if (pool.refillTimer || this.settings.refillDelayMs <= 0) {
+      if (this.settings.refillDelayMs <= 0) this.refill(pool);
+      return;
+    }
+    pool.refillTimer = setTimeout(() => {
+      pool.refillTimer = undefined;
+      this.refill(pool);
+    }, this.settings.refillDelayMs);
+    pool.refillTimer.unref();
   }
 
   /** Tops the pool up to size, one bulk request per batch; at most one refill per pool at a time. */
@@ -374,6 +394,7 @@ export class WarmPool {
     const doomed = [...this.pools.values()].filter(which);
     for (const pool of doomed) {
       pool.closed = true;
+      clearTimeout(pool.refillTimer);
       for (const id of pool.spec.subnetIds) this.drained.add(id);
       this.pools.delete(pool.key);
       for (const id of pool.spec.subnetIds) if (this.bySubnet.get(id) === pool) this.bySubnet.delete(id);

@@ -94,7 +94,11 @@ class FakeBackend implements PoolBackend {
 
 const warnings: string[] = [];
 function makePool(backend: FakeBackend, size = 4, batch = 3, retryMs = 60_000): WarmPool {
-  return new WarmPool(backend, { size, batch, retryMs }, { warn: (m) => void warnings.push(m) });
+  return new WarmPool(
+    backend,
+    { size, batch, retryMs, refillDelayMs: 0 },
+    { warn: (m) => void warnings.push(m) },
+  );
 }
 
 async function until(what: string, cond: () => boolean, ms = 2000): Promise<void> {
@@ -156,6 +160,22 @@ describe('warm pool', () => {
     pool.register(SPEC);
     await until('both ports ACTIVE', () => pool.stats().active === 2);
     assert.equal(b.slowWaits, 0, 'every wait that ended early was followed by another');
+  });
+
+  it('refills a moment after a burst of takes, with one request', async () => {
+    const b = new FakeBackend();
+    const pool = new WarmPool(
+      b,
+      { size: 3, batch: 10, retryMs: 60_000, refillDelayMs: 80 },
+      { warn: () => undefined },
+    );
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 3);
+    for (let i = 0; i < 3; i++) pool.take('sub-a4');
+    await sleep(30);
+    assert.equal(b.createCalls.length, 1, 'no refill while the containers start');
+    await until('refilled', () => pool.stats().ready === 3);
+    assert.deepEqual(b.createCalls, [3, 3]);
   });
 
   it('after a failed create it backs off instead of hammering Neutron, and warns', async () => {

@@ -34,6 +34,24 @@ describe('write-behind', () => {
     assert.deepEqual(warnings, []);
   });
 
+  it('a delayed write waits its time, but settled() starts it at once', async () => {
+    const v = view();
+    let ran = 0;
+    v.writeBehind(
+      'p4',
+      'later',
+      async () => void ran++,
+      () => undefined,
+      60_000,
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(ran, 0, 'not yet');
+    const t0 = Date.now();
+    await v.settled('p4');
+    assert.equal(ran, 1);
+    assert.ok(Date.now() - t0 < 1000, 'did not wait for the delay');
+  });
+
   it('gives up on a 4xx at once and says what failed', async () => {
     const v = view();
     let attempts = 0;
