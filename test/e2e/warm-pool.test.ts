@@ -193,6 +193,7 @@ describe('warm port pool ([vif_pool] size = 3)', () => {
       );
       assert.deepEqual(port.fixed_ips.map((f) => f.ip_address).sort(), [ep.ip, ep.ipv6].sort());
     }
+    await fullPool(n.id); // refilled (a moment after the takes)
     const all = await neutron.list('ports', { network_id: n.id, device_owner: 'compute:kuryr' });
     assert.equal(all.length, 2 + SIZE, 'two endpoints plus a full pool: nothing extra');
     await pingUntilReply(cd1, d2.ipv6, 20_000, true);
