@@ -18,6 +18,18 @@ export const HOST = hostname();
 const ROOT = new URL('../..', import.meta.url).pathname;
 /** What is shipped and run: the bundle, an executable whose #! line sets Node's flags. */
 export const KURYR_BIN = join(ROOT, 'dist/kuryr.mjs');
+const ENV_SCRIPT = join(ROOT, 'scripts/kuryr-env.sh');
+
+/** Starts whatever part of the environment is not running (`kuryr-env.sh start`). */
+export const envStart = () => run(ENV_SCRIPT, ['start'], 300_000);
+/** Stops one service of the environment (`kuryr-env.sh stop NAME`). */
+export const envStop = (service: string) => run(ENV_SCRIPT, ['stop', service], 120_000);
+
+/** Docker reads a plugin's capabilities once per activation: a restart makes it ask again. */
+export async function restartDockerd(): Promise<void> {
+  await envStop('dockerd');
+  await envStart();
+}
 
 export const neutron = new NeutronClient({ auth: new NoAuth(NEUTRON_URL), timeoutMs: 30_000 });
 

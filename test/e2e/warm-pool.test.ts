@@ -23,21 +23,16 @@ import {
   neutronNetworksOf,
   pingUntilReply,
   pluginCall,
+  restartDockerd,
   run,
   startKuryr,
   uniqueName,
   waitFor,
 } from './harness.js';
 
-const ENV = new URL('../../scripts/kuryr-env.sh', import.meta.url).pathname;
 const SIZE = 3;
 const METRICS = '127.0.0.1:23788';
 const CONFIG = `metrics_listen = ${METRICS}\n[vif_pool]\nsize = ${SIZE}\nbatch = 2\n`;
-
-async function restartDockerd(): Promise<void> {
-  await run(ENV, ['stop', 'dockerd'], 120_000);
-  await run(ENV, ['start'], 300_000);
-}
 
 const poolPorts = (networkId: string) =>
   neutron.list('ports', { network_id: networkId, name: 'kuryr-pool-port' });

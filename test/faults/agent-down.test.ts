@@ -9,6 +9,8 @@ import {
   createKuryrNetwork,
   docker,
   dockerFails,
+  envStart,
+  envStop,
   HOST,
   hostLinks,
   IMAGE,
@@ -16,15 +18,12 @@ import {
   networkId,
   neutron,
   neutronNetworksOf,
-  run,
   startKuryr,
   uniqueName,
   waitFor,
   waitPortActive,
 } from '../e2e/harness.js';
 import { addRow } from './report.js';
-
-const ENV = new URL('../../scripts/kuryr-env.sh', import.meta.url).pathname;
 
 describe('L2 agent down', () => {
   let kuryr: KuryrProcess;
@@ -35,7 +34,7 @@ describe('L2 agent down', () => {
     kuryr = await startKuryr('[neutron]\nvif_plugging_is_fatal = true\n[binding]\nactive_wait_timeout = 6');
   });
   after(async () => {
-    await run(ENV, ['start'], 300_000);
+    await envStart();
     await cleanupDocker([during, afterwards], [net]);
     await kuryr.stop();
   });
@@ -43,7 +42,7 @@ describe('L2 agent down', () => {
   it('reports the ACTIVE timeout naming agent and host, leaks nothing, and recovers when the agent is back', async () => {
     await createKuryrNetwork('--subnet', '10.94.0.0/24', net);
     const [n] = await neutronNetworksOf(await networkId(net));
-    await run(ENV, ['stop', 'neutron-agent'], 120_000);
+    await envStop('neutron-agent');
     const t0 = Date.now();
     const err = await dockerFails('run', '-d', '--name', during, '--net', net, IMAGE, 'sleep', '600');
     const failS = (Date.now() - t0) / 1000;
@@ -59,7 +58,7 @@ describe('L2 agent down', () => {
     assert.deepEqual(await hostLinks('t_c'), []);
 
     const t1 = Date.now();
-    await run(ENV, ['start'], 300_000); // agent back
+    await envStart(); // agent back
     await docker('run', '-d', '--name', afterwards, '--net', net, IMAGE, 'sleep', '600');
     await waitPortActive((await containerNet(afterwards, net)).endpointId);
     addRow({

@@ -8,21 +8,20 @@ import {
   containerNet,
   createKuryrNetwork,
   docker,
+  envStart,
   IMAGE,
   type KuryrProcess,
   networkId,
   neutron,
   neutronNetworksOf,
   pingUntilReply,
-  run,
+  restartDockerd,
   startKuryr,
   uniqueName,
   waitFor,
   waitPortActive,
 } from '../e2e/harness.js';
 import { addRow } from './report.js';
-
-const ENV = new URL('../../scripts/kuryr-env.sh', import.meta.url).pathname;
 
 function scenario(replay: boolean, subnet: string): void {
   describe(`dockerd restart with --restart always containers (ipam_request_replay = ${replay})`, () => {
@@ -34,7 +33,7 @@ function scenario(replay: boolean, subnet: string): void {
       kuryr = await startKuryr(`ipam_request_replay = ${replay}`);
     });
     after(async () => {
-      await run(ENV, ['start'], 300_000);
+      await envStart();
       await cleanupDocker([c1, c2], [net]);
       await kuryr.stop();
     });
@@ -52,8 +51,7 @@ function scenario(replay: boolean, subnet: string): void {
           .filter((l) => l.includes('"handler":"IpamDriver.RequestPool"')).length;
       const poolsBefore = poolRequests();
       const t0 = Date.now();
-      await run(ENV, ['stop', 'dockerd'], 120_000);
-      await run(ENV, ['start'], 300_000);
+      await restartDockerd();
       for (const c of [c1, c2]) {
         await waitFor(
           `${c} running again`,

@@ -11,21 +11,20 @@ import {
   createKuryrNetwork,
   docker,
   dockerFails,
+  envStart,
+  envStop,
   HOST,
   IMAGE,
   type KuryrProcess,
   kuryrCli,
   neutron,
   pingUntilReply,
-  run,
   startKuryr,
   uniqueName,
   waitFor,
   waitPortActive,
 } from '../e2e/harness.js';
 import { addRow } from './report.js';
-
-const ENV = new URL('../../scripts/kuryr-env.sh', import.meta.url).pathname;
 
 async function leaked(): Promise<number> {
   const engine = new DockerEngine();
@@ -47,7 +46,7 @@ describe('Neutron stopped while containers start', () => {
   const net = uniqueName('nd');
   const names: string[] = [];
   after(async () => {
-    await run(ENV, ['start'], 300_000); // whatever happened, Neutron comes back for the next tests
+    await envStart(); // whatever happened, Neutron comes back for the next tests
     await cleanupDocker(names, [net]);
     await kuryr?.stop();
   });
@@ -57,7 +56,7 @@ describe('Neutron stopped while containers start', () => {
     await createKuryrNetwork('--subnet', '10.95.0.0/24', net);
     const before = names[names.push(uniqueName('nd-before')) - 1] as string;
     await docker('run', '-d', '--name', before, '--net', net, IMAGE, 'sleep', '600');
-    await run(ENV, ['stop', 'neutron-server'], 120_000);
+    await envStop('neutron-server');
     const during = names[names.push(uniqueName('nd-during')) - 1] as string;
     const t0 = Date.now();
     const err = await dockerFails('run', '-d', '--name', during, '--net', net, IMAGE, 'sleep', '600');
@@ -67,7 +66,7 @@ describe('Neutron stopped while containers start', () => {
     await docker('rm', '-f', during);
 
     const t1 = Date.now();
-    await run(ENV, ['start'], 300_000);
+    await envStart();
     const after_ = names[names.push(uniqueName('nd-after')) - 1] as string;
     await waitFor(
       'docker run to work again',
