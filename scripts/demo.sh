@@ -47,7 +47,8 @@ fi
 
 if ! kuryr_running; then
   mkdir -p "$(dirname "$PIDFILE")" "$(dirname "$LOGFILE")"
-  MALLOC_ARENA_MAX=1 setsid node --max-semi-space-size=1 --single-threaded-gc "$ROOT/dist/kuryr.mjs" --config-file "$CONF" serve >>"$LOGFILE" 2>&1 < /dev/null &
+  # The bundle is executable: its #! line sets Node's flags and MALLOC_ARENA_MAX.
+  setsid "$ROOT/dist/kuryr.mjs" --config-file "$CONF" serve >>"$LOGFILE" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
   for _ in $(seq 100); do [ -S /run/docker/plugins/kuryr.sock ] && break; sleep 0.1; done
   [ -S /run/docker/plugins/kuryr.sock ] || { say "kuryr did not start; see $LOGFILE"; exit 1; }
