@@ -6,20 +6,29 @@ import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { createHostBinder } from './binding/index.js';
+import { createHostBinder, type HostBinder } from './binding/index.js';
+import { Catalog } from './cnm/catalog.js';
 import type { EndpointHooks } from './cnm/endpoints.js';
+import { ExposedPorts } from './cnm/exposed-ports.js';
 import { NeutronIpam } from './cnm/ipam.js';
 import { NeutronNetworkDriver } from './cnm/network.js';
-import { NeutronView } from './cnm/neutron-view.js';
 import { PortBinding } from './cnm/port-binding.js';
+import { Teardowns } from './cnm/teardowns.js';
 import { neutronPoolBackend, WarmPool } from './cnm/warm-pool.js';
+import { WriteBehind } from './cnm/write-behind.js';
 import type { Config } from './config/config.js';
 import type { IpamDriver, NetworkDriver } from './docker/protocol.js';
-import { buildServer, type CallObserver } from './docker/server.js';
+import { buildServer, type CallObserver, closeServer } from './docker/server.js';
 import type { NeutronClient } from './neutron/client.js';
 import { createNeutronClient } from './neutron/from-config.js';
 import { Metrics, serveMetrics } from './observability/metrics.js';
 import { errorMessage } from './util/errors.js';
+
+/** Of the ~10 s Docker gives a stopping plugin, what deleting the warm pool may take (the rest:
+ *  in-flight calls, background writes). What is left is adopted by the next daemon. */
+const POOL_DRAIN_DEADLINE_MS = 6_000;
+/** Then Docker's calls still in flight get this long to finish (a Join waiting for ACTIVE). */
+const CALLS_DEADLINE_MS = 3_000;
 
 export interface Daemon {
   apps: FastifyInstance[];
@@ -37,23 +46,51 @@ export function buildDrivers(
   config: Config,
   neutron: NeutronClient,
   hooks: DriverHooks,
-): { network: NetworkDriver; ipam: IpamDriver; pool: WarmPool; settle: () => Promise<void> } {
-  const view = new NeutronView(neutron);
+  /** The host side; tests pass an in-memory one. */
+  binder?: HostBinder,
+): {
+  network: NetworkDriver;
+  ipam: IpamDriver;
+  pool: WarmPool;
+  settle: () => Promise<void>;
+  /** Neutron clean-up still running in the background (teardowns after `docker network rm`). */
+  teardownsPending: () => number;
+  /** Deletes ports of starts a previous (killed) daemon left half-done; resolves how many. */
+  reapInterruptedStarts: () => Promise<number>;
+  /** Writes the device_id of endpoints a previous daemon recorded only on the host; how many. */
+  repairRecordedEndpoints: () => Promise<number>;
+} {
+  const startedAt = Date.now();
+  const teardowns = new Teardowns(hooks.warnDetail);
   const defaultSubnetpools = {
     4: config.neutron.default_subnetpool_v4,
     6: config.neutron.default_subnetpool_v6,
   };
-  const binder = createHostBinder({
-    host: config.DEFAULT.host,
-    bindir: config.DEFAULT.bindir,
-    ovsBridge: config.binding.ovs_bridge,
-    scriptTimeoutMs: config.binding.script_timeout * 1000,
-  });
-  const ports = new PortBinding(view, binder, config.DEFAULT.host);
+  const hostBinder =
+    binder ??
+    createHostBinder({
+      host: config.DEFAULT.host,
+      bindir: config.DEFAULT.bindir,
+      ovsBridge: config.binding.ovs_bridge,
+      scriptTimeoutMs: config.binding.script_timeout * 1000,
+    });
+  // What the process remembers of Neutron has one owner, and background writes one queue. The
+  // host side records which endpoint holds a port ahead of Neutron's device_id.
+  const catalog = new Catalog(neutron, hostBinder);
+  const writes = new WriteBehind();
+  const ports = new PortBinding(catalog, hostBinder, config.DEFAULT.host);
   const pool = new WarmPool(
     neutronPoolBackend(ports),
     {
-      size: config.vif_pool.size,
+      // Swarm (global scope): the manager hands out addresses for tasks on any node, so no
+      // port can be made ahead on this host.
+      enabled: config.vif_pool.enabled && config.DEFAULT.capability_scope === 'local',
+      size: Math.max(0, config.vif_pool.size),
+      minSize: Math.max(0, config.vif_pool.min_size),
+      maxSize: Math.max(config.vif_pool.min_size, config.vif_pool.max_size),
+      maxPorts: Math.max(0, config.vif_pool.max_ports),
+      demandWindowMs: config.vif_pool.demand_window * 1000,
+      idleMs: config.vif_pool.idle_timeout * 1000,
       batch: Math.max(1, config.vif_pool.batch),
       retryMs: 30_000,
       refillDelayMs: 1_000,
@@ -61,36 +98,57 @@ export function buildDrivers(
     { warn: hooks.warnDetail, taken: hooks.poolTaken },
   );
   const network = new NeutronNetworkDriver(
-    view,
+    catalog,
     ports,
     pool,
+    writes,
+    teardowns,
+    new ExposedPorts(neutron, catalog),
     {
       scope: config.DEFAULT.capability_scope,
+      host: config.DEFAULT.host,
       vethDstPrefix: config.binding.veth_dst_prefix,
       enableDhcp: config.neutron.enable_dhcp,
       subnetpoolNamePrefix: config.DEFAULT.subnetpool_name_prefix,
       defaultSubnetpools,
       activeWaitMs: (config.neutron.vif_plugging_timeout || config.binding.active_wait_timeout) * 1000,
       activeWaitFatal: config.neutron.vif_plugging_is_fatal,
+      identityWriteDelayMs: Math.max(0, config.binding.identity_write_delay) * 1000,
       processExternalConnectivity: config.DEFAULT.process_external_connectivity,
     },
     hooks,
   );
   const ipam = new NeutronIpam(
-    view,
+    catalog,
     ports,
     pool,
+    writes,
+    teardowns,
     {
       localAddressSpace: config.DEFAULT.local_default_address_space,
       globalAddressSpace: config.DEFAULT.global_default_address_space,
       subnetpoolNamePrefix: config.DEFAULT.subnetpool_name_prefix,
       defaultSubnetpools,
       requestReplay: config.DEFAULT.ipam_request_replay,
+      ipRangeMode: config.DEFAULT.ip_range_mode,
+      scope: config.DEFAULT.capability_scope,
     },
     hooks,
   );
-  return { network, ipam, pool, settle: () => view.settleAll() };
+  return {
+    network,
+    ipam,
+    pool,
+    settle: () => Promise.all([writes.settleAll(), teardowns.settled()]).then(() => undefined),
+    teardownsPending: () => teardowns.size,
+    // 2 s of margin: Neutron's created_at has second resolution.
+    reapInterruptedStarts: () => ports.reapInterruptedStarts(startedAt - 2_000),
+    repairRecordedEndpoints: () => network.repairRecordedEndpoints(),
+  };
 }
+
+/** Docker's plugin client retries a failed connection for 30 s (moby pkg/plugins, defaultTimeOut). */
+const REAP_AFTER_MS = 35_000;
 
 /** True when something answers on the socket (another kuryr), false for a stale file. */
 function socketInUse(path: string): Promise<boolean> {
@@ -107,25 +165,30 @@ function socketInUse(path: string): Promise<boolean> {
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
   const metrics = new Metrics();
   const neutron = createNeutronClient(config, metrics.onNeutronCall);
-  const { pool, settle, ...drivers } = buildDrivers(config, neutron, {
-    warn: (msg) => logger.warn(msg),
-    warnDetail: (msg, detail) => logger.warn(detail ?? {}, msg),
-    activeWaited: (s) => metrics.bindingWaitSeconds.observe(s),
-    poolTaken: (hit) => metrics.poolTakes.inc({ result: hit ? 'hit' : 'miss' }),
-  });
+  const { pool, settle, teardownsPending, reapInterruptedStarts, repairRecordedEndpoints, ...drivers } =
+    buildDrivers(config, neutron, {
+      warn: (msg) => logger.warn(msg),
+      warnDetail: (msg, detail) => logger.warn(detail ?? {}, msg),
+      activeWaited: (s) => metrics.bindingWaitSeconds.observe(s),
+      poolTaken: (hit) => metrics.poolTakes.inc({ result: hit ? 'hit' : 'miss' }),
+    });
   metrics.watchPool(() => pool.stats());
+  metrics.watchTeardowns(teardownsPending);
   const observer: CallObserver = metrics.observer;
   const apps: FastifyInstance[] = [];
   const servers: Server[] = [];
   const cleanup: string[] = [];
+  let reapTimer: NodeJS.Timeout | undefined;
   const close = async () => {
+    clearTimeout(reapTimer);
     // Warm ports are not left behind (a killed daemon's are adopted by the next one). They go
     // while Docker is still served (without the pool): the socket stays ours until they are
-    // gone, so a new daemon cannot start and adopt ports this one is deleting.
+    // gone (or the deadline dropped the deletions not yet sent), so a new daemon cannot start and
+    // adopt ports this one is deleting.
     await pool
-      .close()
+      .close(POOL_DRAIN_DEADLINE_MS)
       .catch((err) => logger.error({ err: errorMessage(err) }, 'draining the warm pool failed'));
-    await Promise.all(apps.map((a) => a.close())); // each waits for its in-flight calls
+    await Promise.all(apps.map((a) => closeServer(a, CALLS_DEADLINE_MS)));
     await settle(); // endpoint identities still being written to Neutron
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
     for (const f of cleanup) if (existsSync(f)) unlinkSync(f);
@@ -165,7 +228,18 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     throw err;
   }
   checkNeutron(neutron, logger);
-  adoptWarmPorts(pool, logger);
+  adoptWarmPorts(pool, repairRecordedEndpoints, logger);
+  // Not at once: Docker retries a call whose connection failed for up to 30 s, so a start the
+  // previous daemon left half-done may still finish against this one (its CreateEndpoint or Join
+  // arriving now). What is still half-done after that never will be.
+  reapTimer = setTimeout(() => {
+    reapInterruptedStarts()
+      .then((n) => n && logger.info({ ports: n }, 'deleted ports of starts a previous run left half-done'))
+      .catch((err) =>
+        logger.warn({ err: errorMessage(err) }, 'could not look for half-done starts of a previous run'),
+      );
+  }, REAP_AFTER_MS);
+  reapTimer.unref();
   return { apps, neutron, close };
 }
 
@@ -223,9 +297,19 @@ async function listenTcp(
  * In the background after start: warm-pool ports a previous run left on this host are taken back
  * (or deleted, with the pool now off). Listing them is one request; it does not delay serving.
  */
-function adoptWarmPorts(pool: WarmPool, logger: Logger, retryMs = 30_000): void {
-  pool
-    .adopt()
+function adoptWarmPorts(
+  pool: WarmPool,
+  repair: () => Promise<number>,
+  logger: Logger,
+  retryMs = 30_000,
+): void {
+  // Endpoints recorded only on the host first: their ports are not free warm ports.
+  repair()
+    .then((repaired) => {
+      if (repaired)
+        logger.info({ ports: repaired }, "writing endpoints' device_id a previous run left unwritten");
+      return pool.adopt();
+    })
     .then(({ adopted, removed }) => {
       if (adopted || removed) logger.info({ adopted, removed }, 'warm-pool ports from a previous run');
     })
@@ -235,7 +319,7 @@ function adoptWarmPorts(pool: WarmPool, logger: Logger, retryMs = 30_000): void 
         { err: errorMessage(err) },
         'could not look for warm-pool ports of a previous run; trying again',
       );
-      setTimeout(() => adoptWarmPorts(pool, logger, Math.min(retryMs * 2, 300_000)), retryMs).unref();
+      setTimeout(() => adoptWarmPorts(pool, repair, logger, Math.min(retryMs * 2, 300_000)), retryMs).unref();
     });
 }
 

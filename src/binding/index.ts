@@ -1,11 +1,25 @@
 // Host-side plumbing chosen by the port's binding:vif_type, i.e. by what the Neutron mechanism
 // driver that bound the port expects to find on this host.
+
+import { existsSync } from 'node:fs';
 import type { Port } from '../neutron/types.js';
 import { DriverError } from '../util/errors.js';
+import { deleteLink } from './ip.js';
 import { bridgeName, plugIntoBridge } from './linux-bridge.js';
-import { plugOvs, unplugOvs } from './ovs.js';
+import { identifyOvsPort, plugOvs, unplugOvs } from './ovs.js';
 import { hasScript, runBindScript, runUnbindScript } from './scripts.js';
-import { containerIfaceName, ensureVeth, hostIfaceName, removeVeth } from './veth.js';
+import {
+  containerIfaceName,
+  ensureVeth,
+  HOST_PREFIX,
+  hostIfaceName,
+  portOfRecordedEndpoint,
+  recordEndpoint,
+  recordedEndpoint,
+  removeVeth,
+  type VethState,
+  vethState,
+} from './veth.js';
 
 export interface BoundInterface {
   /** Interface left on the host, plugged by the agent. */
@@ -18,6 +32,23 @@ export interface HostBinder {
   bind(port: Port, mtu: number): Promise<BoundInterface>;
   unbind(port: Port): Promise<void>;
   containerIface(port: Pick<Port, 'id'>): string;
+  /**
+   * Tells the host side which Docker endpoint holds the port, once Docker has named it (ports are
+   * plugged at RequestAddress or ahead in the warm pool, before their endpoint exists): OVS
+   * interfaces get external_ids:vm-uuid. Call it when the endpoint's device_id is written.
+   */
+  identify?(port: Port, endpointId: string): Promise<void>;
+  /** Where the port's veth is (see VethState). */
+  vethState(port: Pick<Port, 'id'>): VethState;
+  /**
+   * Records on the port's host side which endpoint holds it: a host-local write, so Docker need
+   * not wait for Neutron's device_id (written behind). Survives a daemon crash with the veth.
+   */
+  recordEndpoint(port: Pick<Port, 'id'>, endpointId: string): Promise<void>;
+  /** The endpoint recorded on the port's host side, if any. */
+  recordedEndpoint(port: Pick<Port, 'id'>): string | undefined;
+  /** The port (ID) whose host side records this endpoint, if any. */
+  portOfRecordedEndpoint(endpointId: string): string | undefined;
 }
 
 export interface BinderOptions {
@@ -33,6 +64,7 @@ export interface BinderOptions {
 interface Plugger {
   plug(port: Port, tap: string): Promise<void>;
   unplug(port: Port, tap: string): Promise<void>;
+  identify?(port: Port, tap: string, endpointId: string): Promise<void>;
 }
 
 export class BindingError extends DriverError {}
@@ -45,10 +77,16 @@ function builtInPluggers(opts: BinderOptions): Record<string, Plugger> {
       plug: (port, tap) => plugIntoBridge(tap, bridgeName(port.network_id, port['binding:vif_details'])),
       unplug: async () => undefined,
     },
-    // ML2/OVS (and OVS hybrid with the iptables_hybrid firewall).
+    // ML2/OVS (and OVS hybrid with the iptables_hybrid firewall), and ML2/OVN.
     ovs: {
-      plug: (port, tap) => plugOvs(port, tap, { bridge: opts.ovsBridge, endpointId: endpointOf(port) }),
+      plug: (port, tap) =>
+        plugOvs(port, tap, {
+          bridge: opts.ovsBridge,
+          endpointId: endpointOf(port),
+          containerIface: containerIfaceName(port.id),
+        }),
       unplug: (port, tap) => unplugOvs(port, tap, { bridge: opts.ovsBridge }),
+      identify: (port, tap, endpointId) => identifyOvsPort(port, tap, endpointId),
     },
     // The mechanism driver wants an unplugged tap and takes it from there.
     tap: { plug: async () => undefined, unplug: async () => undefined },
@@ -105,5 +143,31 @@ export function createHostBinder(opts: BinderOptions): HostBinder {
       await removeVeth(port.id);
     },
     containerIface: (port) => containerIfaceName(port.id),
+    vethState: (port) => vethState(port.id),
+    recordEndpoint: (port, endpointId) => recordEndpoint(port.id, endpointId),
+    recordedEndpoint: (port) => recordedEndpoint(port.id),
+    portOfRecordedEndpoint,
+    async identify(port, endpointId) {
+      const plugger = pluggers[port['binding:vif_type'] ?? 'unbound'];
+      await plugger?.identify?.(port, hostIfaceName(port.id), endpointId);
+    },
   };
+}
+
+/** Where ovs-vsctl finds ovsdb-server by default: OVS runs on this host when it exists. */
+const OVSDB_SOCKET = '/run/openvswitch/db.sock';
+
+/**
+ * Removes a leftover host end of a veth known only by name (`kuryr gc`, after a crash): out of any
+ * OVS bridge that still has it as a port (with a hybrid plug's qbr/qvb/qvo), then the veth itself.
+ * Deleting only the veth would leave a port row in br-int pointing at a missing device.
+ */
+export async function removeStrayHostIface(name: string, ovsdbSocket = OVSDB_SOCKET): Promise<void> {
+  if (!name.startsWith(HOST_PREFIX)) {
+    await deleteLink(name);
+    return;
+  }
+  const portIdPrefix = name.slice(HOST_PREFIX.length); // what the tap/qvo/qbr names are made of
+  if (existsSync(ovsdbSocket)) await unplugOvs({ id: portIdPrefix }, name, { bridge: '' });
+  await removeVeth(portIdPrefix);
 }

@@ -5,6 +5,13 @@
 // ovs_hybrid_plug=true), as Nova/os-vif and kuryr-lib's libexec `ovs` script do it: the tap goes
 // into a per-port Linux bridge qbr<port[:11]> (where iptables can filter), joined to br-int by a
 // veth pair qvb<port[:11]> (in qbr) <-> qvo<port[:11]> (the OVS port carrying the external_ids).
+// ML2/OVN binds ports with vif_type "ovs" too: ovn-controller claims the Interface whose
+// external_ids:iface-id is the port's id, so the same plug serves both.
+//
+// On a bridge of Open vSwitch's userspace datapath (datapath_type=netdev) the veth is read with
+// AF_PACKET, and frames the kernel sends with partial checksums or GSO arrive broken (ping works,
+// TCP and UDP do not), so the container end gets tx offload switched off, as OVS's and OVN's own
+// tests do, and only on such a bridge: the kernel datapath handles offloads fine.
 import { type ExecFileException, execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Port } from '../neutron/types.js';
@@ -14,6 +21,8 @@ import { deleteLink, HostNetworkError, linkExists, runIpBatch } from './ip.js';
 /** How ovs-vsctl is run on a real OVS host: it waits (at most 10 s) for ovs-vswitchd to apply. */
 export const DEFAULT_VSCTL: readonly string[] = ['ovs-vsctl', '--timeout=10'];
 const VSCTL_TIMEOUT_MS = 20_000;
+/** How offloads are switched off: ethtool (ioctl SIOCETHTOOL; iproute2 has no equivalent). */
+export const DEFAULT_ETHTOOL: readonly string[] = ['ethtool'];
 
 export class OvsError extends DriverError {}
 
@@ -27,6 +36,10 @@ export interface OvsOptions {
 export interface OvsPlugOptions extends OvsOptions {
   /** Docker's endpoint ID: kuryr-lib's external_ids:vm-uuid / vm-id. */
   endpointId: string;
+  /** The container end of the veth: gets tx offload off when the bridge is netdev. */
+  containerIface?: string;
+  /** ethtool and its global options (tests). */
+  ethtool?: readonly string[];
 }
 
 /** The bridge Neutron named for the port (vif_details.bridge_name), else the configured one. */
@@ -92,20 +105,97 @@ export function runVsctl(vsctl: readonly string[], args: string[]): Promise<stri
   });
 }
 
+/** Per OVS database and bridge: its datapath_type ("" = the kernel's "system"). */
+const datapathTypes = new Map<string, Promise<string>>();
+
+/**
+ * The bridge's datapath_type, asked once per bridge (a bridge keeps its datapath while it
+ * exists); a failed lookup is not remembered.
+ */
+export function bridgeDatapathType(vsctl: readonly string[], bridge: string): Promise<string> {
+  const key = `${vsctl.join(' ')}\n${bridge}`;
+  let known = datapathTypes.get(key);
+  if (!known) {
+    known = runVsctl(vsctl, ['get', 'Bridge', bridge, 'datapath_type']).then((out) =>
+      out.trim().replace(/^"(.*)"$/, '$1'),
+    );
+    datapathTypes.set(key, known);
+    known.catch(() => datapathTypes.delete(key));
+  }
+  return known;
+}
+
+/** Forgets what bridgeDatapathType learnt (tests; a bridge re-created with another datapath). */
+export function forgetDatapathTypes(): void {
+  datapathTypes.clear();
+}
+
+/** Switches tx offload (checksum, and with it TSO/GSO) off on `dev`. */
+export function txOffloadOff(ethtool: readonly string[], dev: string): Promise<void> {
+  const [bin = 'ethtool', ...global] = ethtool;
+  const args = [...global, '-K', dev, 'tx', 'off'];
+  return new Promise((resolve, reject) => {
+    execFile(bin, args, { timeout: VSCTL_TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, _out, stderr) => {
+      if (!err) return resolve();
+      const why =
+        err.code === 'ENOENT'
+          ? `${bin} not found: install ethtool on this host (needed for OVS bridges with datapath_type=netdev)`
+          : `${bin} ${args.join(' ')} failed: ${stderr.trim() || err.message}`;
+      reject(new OvsError(`${why}. Without it TCP and UDP through the userspace datapath fail`));
+    });
+  });
+}
+
+/** On a netdev bridge: the container end of the veth sends complete checksums, no GSO. */
+async function fixOffloadsFor(bridge: string, vsctl: readonly string[], opts: OvsPlugOptions): Promise<void> {
+  if (!opts.containerIface) return;
+  if ((await bridgeDatapathType(vsctl, bridge)) !== 'netdev') return;
+  await txOffloadOff(opts.ethtool ?? DEFAULT_ETHTOOL, opts.containerIface);
+}
+
+/**
+ * vm-uuid (and the hybrid plug's vm-id, kuryr-lib's name) is Docker's endpoint ID. A port plugged
+ * ahead of its endpoint (RequestAddress, the warm pool) has none yet: the key is written when the
+ * endpoint is known (endpointIds), since OVSDB takes no empty value and nothing wires by it.
+ */
+function endpointIds(endpointId: string, hybrid: boolean): string[] {
+  if (!endpointId) return [];
+  return hybrid
+    ? [`external_ids:vm-uuid=${endpointId}`, `external_ids:vm-id=${endpointId}`]
+    : [`external_ids:vm-uuid=${endpointId}`];
+}
+
 function externalIds(port: Port, endpointId: string, hybrid: boolean): string[] {
-  const ids = [
+  return [
     `external_ids:iface-id=${port.id}`,
     'external_ids:iface-status=active',
     `external_ids:attached-mac=${port.mac_address.toLowerCase()}`,
-    `external_ids:vm-uuid=${endpointId}`,
+    ...endpointIds(endpointId, hybrid),
+    'external_ids:owner=kuryr',
   ];
-  // kuryr-lib's hybrid branch writes vm-id; write both so either reader finds it.
-  if (hybrid) ids.push(`external_ids:vm-id=${endpointId}`);
-  ids.push('external_ids:owner=kuryr');
-  return ids;
 }
 
-/** add-port (no-op when already there, on this bridge) and (re)write the Interface's external_ids. */
+/**
+ * Writes the endpoint's ID (vm-uuid, and vm-id on a hybrid plug) on the port's OVS interface,
+ * key by key, once Docker has named the endpoint. No-op for a port not in OVS.
+ */
+export async function identifyOvsPort(
+  port: Pick<Port, 'id' | 'binding:vif_details'>,
+  tap: string,
+  endpointId: string,
+  opts: Pick<OvsOptions, 'vsctl'> = {},
+): Promise<void> {
+  const hybrid = isHybridPlug(port['binding:vif_details']);
+  const iface = hybrid ? hybridNames(port.id).qvo : tap;
+  const ids = endpointIds(endpointId, hybrid);
+  if (!ids.length) return;
+  await runVsctl(opts.vsctl ?? DEFAULT_VSCTL, ['--if-exists', 'set', 'Interface', iface, ...ids]);
+}
+
+/**
+ * add-port (no-op when already there, on this bridge) and (re)write the Interface's external_ids,
+ * key by key (`external_ids:k=v`): keys others wrote (ovn-controller's ovn-installed) stay.
+ */
 function addPortArgs(bridge: string, name: string, ids: string[]): string[] {
   return ['--', '--may-exist', 'add-port', bridge, name, '--', 'set', 'Interface', name, ...ids];
 }
@@ -158,6 +248,7 @@ export async function plugOvs(port: Port, tap: string, opts: OvsPlugOptions): Pr
   const vsctl = opts.vsctl ?? DEFAULT_VSCTL;
   const bridge = ovsBridgeName(details, opts.bridge);
   const { qbr, qvb, qvo } = hybridNames(port.id);
+  await fixOffloadsFor(bridge, vsctl, opts);
   if (!isHybridPlug(details)) {
     // Leftovers of an earlier hybrid plug of this port would keep the tap in qbr: remove them.
     const leftover = linkExists(qbr) || linkExists(qvb) || linkExists(qvo);

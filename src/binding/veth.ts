@@ -1,7 +1,8 @@
 // A veth pair per endpoint: the host end is named the way Neutron agents look for it
 // (tap<port-id[:11]>, 14 chars, as nova and kuryr-lib do), the other end is handed to Docker,
 // which moves it into the container and renames it eth<N>.
-import { deleteLink, HostNetworkError, linkExists, runIpBatch } from './ip.js';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { deleteLink, HostNetworkError, linkExists, runIp, runIpBatch } from './ip.js';
 
 export const HOST_PREFIX = 'tap';
 export const CONTAINER_PREFIX = 't_c';
@@ -12,6 +13,22 @@ export function hostIfaceName(portId: string): string {
 
 export function containerIfaceName(portId: string): string {
   return CONTAINER_PREFIX + portId.slice(0, 11);
+}
+
+/**
+ * Where a port's veth is: `absent`, `on-host` (both ends here: made for a start that has not
+ * reached Join, or given back by Docker at Leave), or `in-container` (its container end has left
+ * the host: a container holds it). File-system checks, no `ip` process.
+ */
+export type VethState = 'absent' | 'on-host' | 'in-container';
+
+export function vethState(portId: string): VethState {
+  if (!linkExists(hostIfaceName(portId))) return 'absent';
+  return linkExists(containerIfaceName(portId)) ? 'on-host' : 'in-container';
+}
+
+export function vethInContainer(portId: string): boolean {
+  return vethState(portId) === 'in-container';
 }
 
 export interface VethSpec {
@@ -65,4 +82,51 @@ export async function ensureVeth(spec: VethSpec): Promise<{ host: string; contai
 export async function removeVeth(portId: string): Promise<void> {
   await deleteLink(hostIfaceName(portId));
   await deleteLink(containerIfaceName(portId));
+}
+
+// The endpoint a warm port was given, written on its veth's host end (the interface alias) at
+// CreateEndpoint: a local write where Neutron's device_id would cost a request Docker waits for.
+// device_id follows in the background; until it lands, this is how a restarted daemon finds the
+// endpoint's port. Format: "kuryr-endpoint <endpoint-id> port <port-id>".
+const ALIAS = /^kuryr-endpoint ([0-9a-f]{64}) port ([0-9a-f-]{36})$/;
+
+/** Records on the host end which endpoint holds the port (sysfs; `ip` where /sys is read-only). */
+export async function recordEndpoint(portId: string, endpointId: string): Promise<void> {
+  if (!PORT_ID.test(portId) || !/^[0-9a-f]{64}$/.test(endpointId))
+    throw new HostNetworkError(`refusing endpoint record ${JSON.stringify(endpointId)} on port ${portId}`);
+  const host = hostIfaceName(portId);
+  const alias = `kuryr-endpoint ${endpointId} port ${portId}`;
+  try {
+    writeFileSync(`/sys/class/net/${host}/ifalias`, alias);
+  } catch {
+    await runIp(['link', 'set', 'dev', host, 'alias', alias]);
+  }
+}
+
+/** The endpoint recorded on a port's host end, if any. */
+export function recordedEndpoint(portId: string): string | undefined {
+  return ALIAS.exec(readAlias(hostIfaceName(portId)))?.[1];
+}
+
+/** The port whose host end records this endpoint (a scan of this host's tap interfaces). */
+export function portOfRecordedEndpoint(endpointId: string): string | undefined {
+  let names: string[];
+  try {
+    names = readdirSync('/sys/class/net').filter((n) => n.startsWith(HOST_PREFIX));
+  } catch {
+    return undefined;
+  }
+  for (const name of names) {
+    const m = ALIAS.exec(readAlias(name));
+    if (m?.[1] === endpointId && hostIfaceName(m[2] as string) === name) return m[2];
+  }
+  return undefined;
+}
+
+function readAlias(name: string): string {
+  try {
+    return readFileSync(`/sys/class/net/${name}/ifalias`, 'utf8').trim();
+  } catch {
+    return '';
+  }
 }

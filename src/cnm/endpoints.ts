@@ -13,19 +13,21 @@ import type { Network, Port } from '../neutron/types.js';
 import { currentContext } from '../util/context.js';
 import { DriverError, InvalidRequestError, NotFoundError } from '../util/errors.js';
 import { stripPrefix } from './addresses.js';
+import type { Catalog } from './catalog.js';
+import { isExistingPort, macChangeTags } from './existing-ports.js';
 import { explained } from './explain.js';
 import type { ExposedPorts, PortRange } from './exposed-ports.js';
 import { DEVICE_OWNER, dockerIdTags, endpointPortName } from './naming.js';
-import type { NeutronView } from './neutron-view.js';
 import { type PortBinding, UNBOUND } from './port-binding.js';
-
-const WRITE_BEHIND_DELAY_MS = 1_000;
+import type { WriteBehind } from './write-behind.js';
 
 export interface EndpointSettings {
   vethDstPrefix: string;
   /** How long Join waits for the port to turn ACTIVE (0: not at all), and whether timing out fails Join. */
   activeWaitMs: number;
   activeWaitFatal: boolean;
+  /** How long after the last start a behind-written identity goes to Neutron. */
+  identityWriteDelayMs: number;
 }
 
 export interface EndpointHooks {
@@ -36,15 +38,17 @@ export interface EndpointHooks {
 
 export class Endpoints {
   constructor(
-    private readonly view: NeutronView,
+    private readonly catalog: Catalog,
     private readonly ports: PortBinding,
+    private readonly writes: WriteBehind,
     private readonly exposed: ExposedPorts,
     private readonly settings: EndpointSettings,
     private readonly hooks: EndpointHooks = { warn: () => undefined, activeWaited: () => undefined },
   ) {}
 
+  /** Reads of what nobody remembers; every write goes through the catalog. */
   private get neutron() {
-    return this.view.neutron;
+    return this.catalog.reader;
   }
 
   /**
@@ -53,7 +57,7 @@ export class Endpoints {
    */
   async create(req: CreateEndpointRequest): Promise<CreateEndpointResponse> {
     const iface = req.Interface ?? {};
-    const net = await this.view.requireNetworkFor(req.NetworkID);
+    const net = await this.catalog.requireNetworkFor(req.NetworkID);
     const address = iface.Address || iface.AddressIPv6;
     if (!address) {
       throw new InvalidRequestError(
@@ -63,31 +67,27 @@ export class Endpoints {
     let port = await this.portFor(req.EndpointID, net, stripPrefix(address));
     const mac = iface.MacAddress?.toLowerCase() || undefined;
     const macChange = mac !== undefined && mac !== port.mac_address.toLowerCase();
-    const tags = [...new Set([...port.tags, ...dockerIdTags(req.EndpointID)])];
-    const identity = { device_id: req.EndpointID, name: endpointPortName(req.EndpointID) };
+    // A user's port kuryr took keeps its name; what else changes is recorded on it (its MAC).
+    const existing = isExistingPort(port);
+    const tags = [
+      ...new Set([...port.tags, ...dockerIdTags(req.EndpointID), ...(macChange ? macChangeTags(port) : [])]),
+    ];
+    const identity = {
+      device_id: req.EndpointID,
+      ...(existing ? {} : { name: endpointPortName(req.EndpointID) }),
+    };
     const ours = this.ports.isBoundHere(port) && port.device_owner === DEVICE_OWNER;
-    if (ours && !macChange && port.status === 'ACTIVE' && this.ports.hasHostSide(port)) {
-      // A warm port: bound, plugged, wired; only the endpoint's identity is missing. Docker need
-      // not wait for that write: it goes on in the background (calls about the port wait for it),
-      // so a container start with a warm port makes no Neutron request Docker waits for. If it
-      // never lands (a crash, or Neutron failing all retries; logged), the container still works;
-      // after a restart DeleteEndpoint finds no port by device_id, and ReleaseAddress, which finds
-      // it by address, removes port and veth. A restarted daemon never adopts a port whose veth a
+    if (ours && !macChange && this.ports.hasHostSide(port)) {
+      // A port our IPAM made (a warm one, or one made just now): bound here, veth plugged; only the
+      // endpoint's identity is missing (Join waits for ACTIVE if the agent is not done yet). It is
+      // recorded on the veth's host end, a local write that outlives a crash of this daemon, and
+      // written to Neutron behind Docker's answer: no request Docker waits for. (Written before the
+      // answer, device_id cost a PUT per start, 0.3-0.5 s each on one busy API worker.) Neither a
+      // restarted daemon nor `kuryr gc` takes a port whose veth records an endpoint or a
       // container holds.
-      this.view.rememberPort({ ...port, ...identity, tags });
-      this.view.writeBehind(
-        port.id,
-        `recording endpoint ${req.EndpointID.slice(0, 12)} on Neutron port ${port.id}`,
-        () =>
-          Promise.all([
-            this.neutron.update('ports', port.id, identity),
-            this.neutron.setTags('ports', port.id, tags),
-          ]),
-        (msg) => this.hooks.warn(msg),
-        // Once the container is up: neutron-server's work for these writes would compete with
-        // Docker's for the CPU while the container starts (measured: ~100 ms on 2 cores).
-        WRITE_BEHIND_DELAY_MS,
-      );
+      await this.ports.binder.recordEndpoint(port, req.EndpointID);
+      this.writes.touch();
+      this.identifyBehind(port, req.EndpointID, identity, tags);
       return { Interface: mac ? {} : { MacAddress: port.mac_address } };
     }
     if (macChange && !UNBOUND.has(port['binding:vif_type'] ?? 'unbound')) {
@@ -96,7 +96,7 @@ export class Endpoints {
       await this.ports.binder.unbind(port);
       const before = port;
       port = await explained(`unbinding Neutron port ${port.id} to give it MAC ${mac}`, () =>
-        this.neutron.update('ports', before.id, { 'binding:host_id': '' }),
+        this.catalog.updatePort(before, { 'binding:host_id': '' }),
       );
     }
     const attrs = {
@@ -108,21 +108,52 @@ export class Endpoints {
       ...(macChange ? { mac_address: mac } : {}),
     };
     const current = port;
-    const [updated] = await Promise.all([
-      explained(`binding Neutron port ${current.id} to host ${this.ports.host}`, () =>
-        this.neutron.update('ports', current.id, attrs),
-      ),
-      this.neutron.setTags('ports', current.id, tags),
-    ]);
-    const bound = { ...updated, tags };
+    const bound = await explained(`binding Neutron port ${current.id} to host ${this.ports.host}`, () =>
+      this.catalog.updatePort(current, attrs, tags),
+    );
     await this.ports.ensureHost(bound);
-    this.view.rememberPort(bound);
+    await this.ports.binder.identify?.(bound, req.EndpointID);
     return { Interface: mac ? {} : { MacAddress: bound.mac_address } };
+  }
+
+  /**
+   * Remembers a port's endpoint identity (device_id, name, tags) at once and writes it to Neutron
+   * in the background.
+   */
+  private identifyBehind(port: Port, endpointId: string, identity: Partial<Port>, tags: string[]): void {
+    this.catalog.rememberPort({ ...port, ...identity, tags });
+    this.writes.enqueue(
+      port.id,
+      `recording endpoint ${endpointId.slice(0, 12)} on Neutron port ${port.id}`,
+      async () => {
+        const identified = await this.catalog.writePortFields(port, identity, tags);
+        // The host side learns the endpoint too (OVS: external_ids:vm-uuid).
+        await this.ports.binder.identify?.(identified, endpointId);
+      },
+      (msg) => this.hooks.warn(msg),
+      // Once the container is up: neutron-server's work for these writes would compete with
+      // Docker's for the CPU while the container starts (measured: ~100 ms on 2 cores).
+      this.settings.identityWriteDelayMs,
+    );
+  }
+
+  /**
+   * At start-up: ports a previous daemon gave to endpoints without living to write their
+   * device_id (their veth records the endpoint) get it now; returns how many.
+   */
+  async repairRecordedEndpoints(): Promise<number> {
+    const pending = await this.ports.recordedButUnwritten();
+    for (const { port, endpointId } of pending) {
+      const tags = [...new Set([...port.tags, ...dockerIdTags(endpointId)])];
+      const identity = { device_id: endpointId, name: endpointPortName(endpointId) };
+      this.identifyBehind(port, endpointId, identity, tags);
+    }
+    return pending.length;
   }
 
   /** The port our IPAM created for this address, or the one already bound to the endpoint (a replay). */
   private async portFor(endpointId: string, net: Network, ip: string): Promise<Port> {
-    const cached = this.view.cachedPortAt(net.id, ip);
+    const cached = this.catalog.cachedPortAt(net.id, ip);
     if (cached && (!cached.device_id || cached.device_id === endpointId)) return cached;
     const ports = await this.neutron.list('ports', { network_id: net.id, fixed_ips: `ip_address=${ip}` });
     const port = ports.find((p) => p.device_id === endpointId) ?? ports.find((p) => !p.device_id);
@@ -138,7 +169,7 @@ export class Endpoints {
   }
 
   async operInfo(endpointId: string): Promise<Record<string, unknown>> {
-    const port = await this.view.portForEndpoint(endpointId);
+    const port = await this.catalog.portForEndpoint(endpointId);
     if (!port) return {};
     return {
       port_id: port.id,
@@ -150,7 +181,7 @@ export class Endpoints {
   }
 
   async join(dockerNetworkId: string, endpointId: string): Promise<JoinResponse> {
-    const port = await this.view.portForEndpoint(endpointId);
+    const port = await this.catalog.portForEndpoint(endpointId);
     if (!port)
       throw new NotFoundError(
         `endpoint ${endpointId.slice(0, 12)} has no Neutron port (device_id ${endpointId})`,
@@ -158,8 +189,8 @@ export class Endpoints {
     // Subnets are read fresh (their gateway and host routes may have changed in Neutron); for a
     // warm port the read started at RequestAddress.
     const [subnets] = await Promise.all([
-      this.view.subnets(port.fixed_ips.map((f) => f.subnet_id)),
-      this.view.requireNetworkFor(dockerNetworkId),
+      this.catalog.subnets(port.fixed_ips.map((f) => f.subnet_id)),
+      this.catalog.requireNetworkFor(dockerNetworkId),
       // After a host reboot the veth is gone while Neutron still has the port: make it again.
       this.ports.ensureHost(port),
     ]);
@@ -189,7 +220,13 @@ export class Endpoints {
   /** Waits (bounded) until the L2 agent has wired the port, so the container's network works at start. */
   private async waitActive(port: Port): Promise<void> {
     const { activeWaitMs, activeWaitFatal } = this.settings;
-    if (activeWaitMs <= 0 || port.status === 'ACTIVE') return;
+    if (activeWaitMs <= 0) return;
+    // A port already ACTIVE (OVN often wires it between CreateEndpoint and Join) waited 0 s: the
+    // histogram counts every Join, so its fast bucket shows how often the agent beat Docker.
+    if (port.status === 'ACTIVE') {
+      this.hooks.activeWaited(0);
+      return;
+    }
     const started = Date.now();
     const status = await this.ports.active.wait(port.id, activeWaitMs);
     const waited = Date.now() - started;
@@ -197,7 +234,7 @@ export class Endpoints {
     const ctx = currentContext();
     if (ctx) ctx.waitedMs = (ctx.waitedMs ?? 0) + waited;
     if (status === 'ACTIVE') {
-      this.view.rememberPort({ ...port, status });
+      this.catalog.rememberPort({ ...port, status });
       return;
     }
     const message =
@@ -208,25 +245,25 @@ export class Endpoints {
   }
 
   async delete(endpointId: string): Promise<void> {
-    const port = await this.view.portForEndpoint(endpointId);
+    const port = await this.catalog.portForEndpoint(endpointId);
     if (!port) return;
-    await this.view.settled(port.id);
+    // Its identity, if still queued, is not written: ReleaseAddress deletes the port (only ports
+    // kuryr made have their identity written behind).
+    await this.writes.cancel(port.id);
     await Promise.all([this.ports.binder.unbind(port), this.exposed.remove(port)]);
-    this.view.forgetEndpoint(endpointId);
+    this.catalog.forgetEndpoint(endpointId);
     // The port itself is Docker's address: ReleaseAddress, which follows, deletes it.
   }
 
   /** Exposed ports → the port's security group; the cache keeps the port's groups current. */
   async expose(endpointId: string, ranges: PortRange[]): Promise<void> {
-    const port = await this.view.portForEndpoint(endpointId);
+    const port = await this.catalog.portForEndpoint(endpointId);
     if (!port) throw new NotFoundError(`endpoint ${endpointId.slice(0, 12)} has no Neutron port`);
-    const updated = await this.exposed.apply(port, ranges);
-    if (updated) this.view.rememberPort({ ...port, security_groups: updated.security_groups });
+    await this.exposed.apply(port, ranges);
   }
 
   async unexpose(endpointId: string): Promise<void> {
-    const port = await this.view.portForEndpoint(endpointId);
-    const left = port && (await this.exposed.remove(port));
-    if (port && left) this.view.rememberPort({ ...port, security_groups: left });
+    const port = await this.catalog.portForEndpoint(endpointId);
+    if (port) await this.exposed.remove(port);
   }
 }

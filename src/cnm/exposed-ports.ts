@@ -7,6 +7,7 @@ import type { NeutronClient } from '../neutron/client.js';
 import { NeutronApiError } from '../neutron/errors.js';
 import type { Port, SecurityGroup } from '../neutron/types.js';
 import { InvalidRequestError } from '../util/errors.js';
+import type { Catalog } from './catalog.js';
 import { explained } from './explain.js';
 
 /** IANA protocol numbers Docker uses → Neutron protocol names. */
@@ -56,7 +57,11 @@ export function exposedRanges(raw: unknown): PortRange[] {
 }
 
 export class ExposedPorts {
-  constructor(private readonly neutron: NeutronClient) {}
+  /** Security groups are nobody's memory; the port's groups are the catalog's, and change through it. */
+  constructor(
+    private readonly neutron: Pick<NeutronClient, 'list' | 'create' | 'delete'>,
+    private readonly catalog: Catalog,
+  ) {}
 
   /** Creates (or completes) the port's exposed-ports group and attaches it. Idempotent. Returns the port as updated. */
   async apply(port: Port, ranges: PortRange[]): Promise<Port | undefined> {
@@ -78,9 +83,7 @@ export class ExposedPorts {
       }
       if (!port.security_groups?.includes(group.id)) {
         return await explained(`attaching security group ${name} to port ${port.id}`, () =>
-          this.neutron.update('ports', port.id, {
-            security_groups: [...(port.security_groups ?? []), group.id],
-          }),
+          this.catalog.updatePort(port, { security_groups: [...(port.security_groups ?? []), group.id] }),
         );
       }
       return port;
@@ -117,8 +120,8 @@ export class ExposedPorts {
       name: exposedGroupName(port.id),
     });
     if (!group) return undefined;
-    await this.neutron
-      .update('ports', port.id, { security_groups: others.filter((id) => id !== group.id) })
+    await this.catalog
+      .updatePort(port, { security_groups: others.filter((id) => id !== group.id) })
       .catch((err) => {
         if (!(err instanceof NeutronApiError && err.isNotFound)) throw err;
       });

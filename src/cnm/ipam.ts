@@ -19,7 +19,7 @@ import type {
 import { OptionKeys } from '../docker/protocol.js';
 import { NeutronApiError, NeutronUnavailableError } from '../neutron/errors.js';
 import type { Port, Subnet, SubnetPool } from '../neutron/types.js';
-import { InvalidRequestError } from '../util/errors.js';
+import { InvalidRequestError, NotFoundError } from '../util/errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import {
   contains,
@@ -31,23 +31,34 @@ import {
   prefixLength,
   sameIp,
 } from './addresses.js';
+import type { Catalog } from './catalog.js';
+import { canTake, isExistingPort, isKuryrCreatedPort } from './existing-ports.js';
 import { explained, explainNeutron } from './explain.js';
+import { HandOuts } from './hand-outs.js';
 import {
-  dockerIdTags,
+  DEVICE_OWNER,
   EXISTING_NET_TAG_PREFIX,
   EXISTING_POOL_TAG,
-  EXISTING_PORT_TAG,
   IP_RANGE_MARK,
   isKuryrPortOwner,
   isKuryrSubnet,
   NET_TAG_LOW,
+  SWARM_TAG_PREFIX,
   subnetPoolName,
   UNBOUND_PORT_NAME,
 } from './naming.js';
-import { formatPoolId, type NeutronView, type PoolRef, parsePoolId } from './neutron-view.js';
 import { parseNeutronOptions } from './options.js';
+import { formatPoolId, type PoolRef, parsePoolId } from './pool-id.js';
 import type { PortBinding } from './port-binding.js';
+import type { Teardowns } from './teardowns.js';
 import type { WarmPool } from './warm-pool.js';
+import type { WriteBehind } from './write-behind.js';
+
+/** `undefined` for something gone (Neutron 404, or the catalog's NotFound); other errors go on. */
+function onlyNotFound(err: unknown): undefined {
+  if ((err instanceof NeutronApiError && err.isNotFound) || err instanceof NotFoundError) return undefined;
+  throw err;
+}
 
 export interface IpamSettings {
   localAddressSpace: string;
@@ -56,6 +67,17 @@ export interface IpamSettings {
   defaultSubnetpools: { 4: string; 6: string };
   /** Tell Docker to replay RequestPool/RequestAddress after a daemon restart (and answer them idempotently). */
   requestReplay: boolean;
+  /**
+   * What `--ip-range` becomes: `allocation_pool` (Docker's meaning: the subnet is --subnet, its
+   * allocation pool the range) or `subnet` (kuryr-libnetwork's: subnet and subnetpool are the range).
+   */
+  ipRangeMode: 'allocation_pool' | 'subnet';
+  /**
+   * `global` (Swarm): a manager hands out every task's address for whichever node runs it, so an
+   * address request without an address reserves an unbound port (the node binds it at
+   * CreateEndpoint), and every node's requests for the same pool and address find the manager's.
+   */
+  scope: 'local' | 'global';
 }
 
 export interface IpamHooks {
@@ -70,32 +92,50 @@ function randomMac(): string {
   return ['fa', '16', '3e', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
+/** How long a start that found the warm pool empty waits for the batch being made. */
+const BURST_WAIT_MS = 5_000;
+
+/** The port has an address in the subnet (the wanted one, if given). */
+function holdsAddress(port: Port, subnetId: string, wanted?: string): boolean {
+  return port.fixed_ips.some((f) => f.subnet_id === subnetId && (!wanted || sameIp(f.ip_address, wanted)));
+}
+
 export class NeutronIpam implements IpamDriver {
   /** Carving from a shared pool is check-then-reserve: one at a time per pool. */
   private readonly carveLocks = new KeyedMutex();
   /** CIDRs handed to Docker from shared pools whose subnet may not exist yet. */
   private readonly reserved = new Map<string, Set<string>>();
+  /** Own subnetpools being deleted in the background (after a network rm). */
+  private readonly releasing = new Set<string>();
+  /** Addresses given to Docker for endpoints CreateEndpoint has not claimed yet. */
+  private readonly handOuts: HandOuts;
   private warnedMacs = false;
 
   constructor(
-    private readonly view: NeutronView,
+    private readonly catalog: Catalog,
     private readonly ports: PortBinding,
     private readonly pool: WarmPool,
+    private readonly writes: WriteBehind,
+    private readonly teardowns: Teardowns,
     private readonly settings: IpamSettings,
     private readonly hooks: IpamHooks = { warn: () => undefined },
-  ) {}
+  ) {
+    this.handOuts = new HandOuts((id) => catalog.cachedPort(id));
+  }
 
+  /** Reads of what nobody remembers; every write goes through the catalog. */
   private get neutron() {
-    return this.view.neutron;
+    return this.catalog.reader;
   }
 
   async getCapabilities(): Promise<IpamCapabilitiesResponse> {
-    // With RequiresMACAddress Docker generates each endpoint's MAC before RequestAddress, so the
-    // port gets it at creation (as with kuryr-libnetwork). A warm pool's ports exist before Docker
-    // picks a MAC, and Neutron will not change the MAC of a bound port: with the pool on, Docker is
-    // asked for none and takes the port's.
+    // Docker is never asked for a MAC (kuryr-libnetwork asks): a warm port exists before Docker
+    // would pick one, and Neutron changes no MAC of a bound port, so containers take their port's
+    // MAC. Docker reads this once per plugin activation: answering the same whatever the pool's
+    // settings means turning the pool on, off or resizing it needs no Docker restart.
+    // `--mac-address` still works: CreateEndpoint carries it, and the port is given it there.
     return {
-      RequiresMACAddress: !this.pool.enabled,
+      RequiresMACAddress: false,
       RequiresRequestReplay: this.settings.requestReplay,
     };
   }
@@ -131,6 +171,11 @@ export class NeutronIpam implements IpamDriver {
         throw new InvalidRequestError(`--ip-range ${req.SubPool} must lie inside --subnet ${req.Pool}`);
       }
       ipRange = networkOf(req.SubPool);
+      if (this.settings.ipRangeMode === 'subnet') {
+        // kuryr-libnetwork's layout: the range is the pool, and the Neutron subnet, Docker gets.
+        cidr = ipRange;
+        ipRange = undefined;
+      }
     }
 
     const subnetRef = opts.subnet[family];
@@ -139,7 +184,7 @@ export class NeutronIpam implements IpamDriver {
         throw new InvalidRequestError(
           '--ip-range cannot be combined with neutron.subnet.*: the existing subnet has its own allocation pools',
         );
-      const subnet = await this.view.findByRef('subnets', subnetRef);
+      const subnet = await this.catalog.findByRef('subnets', subnetRef);
       if (subnet.ip_version !== family)
         throw new InvalidRequestError(
           `Neutron subnet ${subnet.id} is IPv${subnet.ip_version}, not IPv${family}`,
@@ -177,15 +222,23 @@ export class NeutronIpam implements IpamDriver {
     const poolCidr = cidr as string;
     const name = subnetPoolName(this.settings.subnetpoolNamePrefix, poolCidr);
     const description = ipRange ? `${IP_RANGE_MARK}${ipRange}` : '';
-    if (this.settings.requestReplay) {
-      // Docker replays the same request after a restart: answer with the same pool.
-      const same = (await this.neutron.list('subnetpools', { name })).filter(
+    if (this.settings.requestReplay || this.settings.scope === 'global') {
+      // Docker replays the same request after a restart: answer with the same pool. (A pool whose
+      // release is still going on in the background is not the one.) In Swarm every node asks for
+      // the pool the manager made for the network: marked by AllocateNetwork, never a
+      // local-scope host's pool of the same CIDR.
+      const named = (await this.neutron.list('subnetpools', { name })).filter(
         (p) => (p.description ?? '') === description,
       );
-      if (same.length === 1 && same[0]) return { PoolID: same[0].id, Pool: poolCidr, Data: {} };
+      const swarms = named.filter((p) => p.tags.some((t) => t.startsWith(SWARM_TAG_PREFIX)));
+      const replays = named.filter((p) => !this.releasing.has(p.id));
+      const [same] = this.settings.scope === 'global' && swarms.length === 1 ? swarms : [];
+      const [replayed] = this.settings.requestReplay && replays.length === 1 ? replays : [];
+      const found = same ?? replayed;
+      if (found) return { PoolID: found.id, Pool: poolCidr, Data: {} };
     }
     const pool = await explained(`creating a Neutron subnetpool for ${poolCidr}`, () =>
-      this.neutron.create('subnetpools', {
+      this.catalog.createOwnPool(poolCidr, {
         name,
         description,
         prefixes: [poolCidr],
@@ -194,7 +247,6 @@ export class NeutronIpam implements IpamDriver {
         ...(opts.shared !== undefined ? { shared: opts.shared } : {}),
       }),
     );
-    this.view.rememberOwnPool(poolCidr, pool);
     return { PoolID: pool.id, Pool: poolCidr, Data: {} };
   }
 
@@ -205,7 +257,7 @@ export class NeutronIpam implements IpamDriver {
   ): Promise<SubnetPool> {
     let pool: SubnetPool;
     try {
-      pool = await this.view.findByRef('subnetpools', ref);
+      pool = await this.catalog.findByRef('subnetpools', ref);
     } catch (err) {
       if (!isDefault || !(err instanceof InvalidRequestError)) throw err;
       const example =
@@ -222,7 +274,7 @@ export class NeutronIpam implements IpamDriver {
         `Neutron subnetpool ${pool.name} is IPv${pool.ip_version}, not IPv${family}`,
       );
     }
-    this.view.rememberSubnetpool(pool);
+    this.catalog.rememberSubnetpool(pool);
     return pool;
   }
 
@@ -244,24 +296,54 @@ export class NeutronIpam implements IpamDriver {
     });
   }
 
+  /**
+   * Docker releases a pool when its network goes (before DeleteNetwork) or a network create is
+   * rolled back, and only logs what fails. What the process remembers of the pool is forgotten at
+   * once (a new pool for the same CIDR is never mistaken for it); the Neutron side (its warm
+   * ports, its subnet, its subnetpool) is deleted in the background, and DeleteNetwork's own
+   * teardown queues behind it.
+   */
   async releasePool(req: PoolIdRequest): Promise<EmptyResponse> {
     const ref = parsePoolId(req.PoolID);
-    const known = this.view.cachedPoolSubnet(req.PoolID);
-    const own = ref.kind === 'own' && this.view.isOwnPool(ref.subnetpoolId);
-    this.view.forgetPool(ref);
-    // Warm ports with an address in the pool's subnet go first (they would keep it in use).
+    const known = this.catalog.cachedPoolSubnet(req.PoolID);
+    const own = ref.kind === 'own' && this.catalog.isOwnPool(ref.subnetpoolId);
+    this.catalog.forgetPool(ref);
+    if (ref.kind === 'carved') this.reserved.get(ref.subnetpoolId)?.delete(ref.cidr);
+    // No more takes from its warm ports; they are deleted with the rest.
     const subnetId = ref.kind === 'subnet' ? ref.subnetId : known?.id;
-    if (subnetId) await this.pool.drainSubnets([subnetId]);
-    if (own && (!known || (known.subnetpool_id === ref.subnetpoolId && isKuryrSubnet(known)))) {
+    const drained = subnetId ? this.pool.drainSubnets([subnetId]) : Promise.resolve();
+    if (ref.kind === 'own') this.releasing.add(ref.subnetpoolId);
+    this.teardowns.queueAfter(`releasing Docker pool ${req.PoolID}`, drained, () =>
+      this.releaseInNeutron(req.PoolID, ref, known, own).finally(() => {
+        if (ref.kind === 'own') this.releasing.delete(ref.subnetpoolId);
+      }),
+    );
+    return {};
+  }
+
+  private async releaseInNeutron(
+    poolId: string,
+    ref: PoolRef,
+    known: Subnet | undefined,
+    own: boolean,
+  ): Promise<void> {
+    const req = { PoolID: poolId };
+    // A node of a Swarm releases the pool when its last task on the network ends: the subnet and
+    // the pool stay the Swarm network's until the manager frees it (FreeNetwork, then this).
+    if (this.settings.scope === 'global' && (await this.isSwarmPool(ref, known))) return;
+    if (
+      ref.kind === 'own' &&
+      own &&
+      (!known || (known.subnetpool_id === ref.subnetpoolId && isKuryrSubnet(known)))
+    ) {
       // A pool this process made, whose one subnet it knows: no lookups needed.
       if (known) await this.deleteSubnet(known, req.PoolID);
       await explained(`deleting Neutron subnetpool ${ref.subnetpoolId}`, () =>
-        this.neutron.delete('subnetpools', ref.subnetpoolId),
+        this.catalog.deleteSubnetpool(ref.subnetpoolId),
       );
-      return {};
+      return;
     }
-    if (ref.kind === 'subnet') return {}; // the user's subnet: theirs to keep
-    if (ref.kind === 'carved') this.reserved.get(ref.subnetpoolId)?.delete(ref.cidr);
+    if (ref.kind === 'subnet') return; // the user's subnet: theirs to keep
     const cidr = ref.kind === 'carved' ? ref.cidr : undefined;
     // Subnets from the pool, and subnets tagged with the PoolID (made without a pool on a joined
     // network, or a user's subnet kuryr adopted; kuryr-libnetwork tags its own subnets too).
@@ -272,47 +354,55 @@ export class NeutronIpam implements IpamDriver {
     const subnets = new Map([...fromPool, ...tagged].map((s) => [s.id, s]));
     await this.pool.drainSubnets([...subnets.keys()]);
     for (const subnet of subnets.values()) {
-      if (isKuryrSubnet(subnet)) await this.deleteSubnet(subnet, req.PoolID);
-      else if (subnet.tags.includes(req.PoolID)) {
-        await this.neutron
-          .setTags(
-            'subnets',
-            subnet.id,
-            subnet.tags.filter((t) => t !== req.PoolID),
-          )
-          .catch((err) => {
-            if (!(err instanceof NeutronApiError && err.isNotFound)) throw err;
-          });
-      }
+      // Made for this pool: from it, or without a pool on a joined network.
+      const made =
+        isKuryrSubnet(subnet) && (!subnet.subnetpool_id || subnet.subnetpool_id === ref.subnetpoolId);
+      if (made) await this.deleteSubnet(subnet, req.PoolID);
+      // A user's subnet kuryr adopted, or one another host's kuryr made from its own pool for the
+      // same CIDR: it stays, without the PoolID.
+      else if (subnet.tags.includes(req.PoolID)) await this.catalog.untagSubnet(subnet, req.PoolID);
     }
     if (ref.kind === 'own') {
       const pool = await this.neutron.get('subnetpools', ref.subnetpoolId).catch(() => undefined);
       // kuryr-libnetwork marks user pools it used; those stay.
       if (pool && !pool.tags.includes(EXISTING_POOL_TAG)) {
         await explained(`deleting Neutron subnetpool ${pool.id}`, () =>
-          this.neutron.delete('subnetpools', pool.id),
+          this.catalog.deleteSubnetpool(pool.id),
         );
       }
     }
-    return {};
+  }
+
+  /**
+   * The pool the Swarm network's subnet came from. Any doubt (Neutron unreachable) keeps it: a
+   * Swarm subnet holds other hosts' task ports. A node's own pool tagged onto the Swarm subnet is
+   * released the normal way (the subnet, not made from it, is only untagged).
+   */
+  private async isSwarmPool(ref: PoolRef, known: Subnet | undefined): Promise<boolean> {
+    const subnet = known ?? (await this.catalog.subnetForPool(ref).catch(onlyNotFound));
+    if (!subnet || ref.kind === 'subnet' || subnet.subnetpool_id !== ref.subnetpoolId) return false;
+    const net = await this.neutron.get('networks', subnet.network_id).catch(onlyNotFound);
+    return net?.tags.some((t) => t.startsWith(SWARM_TAG_PREFIX)) ?? false;
   }
 
   /**
    * Deletes a subnet kuryr made. Docker releases the pool only when no endpoint uses it, so kuryr
-   * ports still on the subnet are leftovers of a crash: they go first.
+   * ports still on the subnet are leftovers of a crash: they go first (a user's port kuryr took is
+   * handed back, and keeps the subnet in use).
    */
   private async deleteSubnet(subnet: Subnet, poolId: string): Promise<void> {
     try {
-      await this.neutron.delete('subnets', subnet.id);
+      await this.catalog.deleteSubnet(subnet);
     } catch (err) {
       if (!(err instanceof NeutronApiError && err.type === 'SubnetInUse')) throw err;
       const ports = await this.neutron.list('ports', {
         network_id: subnet.network_id,
         fixed_ips: `subnet_id=${subnet.id}`,
       });
-      for (const p of ports.filter((p) => isKuryrPortOwner(p.device_owner))) await this.ports.remove(p);
+      for (const p of ports.filter((p) => isKuryrCreatedPort(p) || isExistingPort(p)))
+        await this.ports.release(p);
       await explained(`deleting Neutron subnet ${subnet.id} (${subnet.cidr}) of Docker pool ${poolId}`, () =>
-        this.neutron.delete('subnets', subnet.id),
+        this.catalog.deleteSubnet(subnet),
       );
     }
   }
@@ -325,11 +415,11 @@ export class NeutronIpam implements IpamDriver {
     if (options[OptionKeys.requestAddressType] === OptionKeys.gatewayAddressType) {
       return { Address: await this.gatewayAddress(ref, wanted), Data: {} };
     }
-    const subnet = await this.view.subnetForPool(ref);
+    const subnet = await this.catalog.subnetForPool(ref);
     if (!subnet) {
       // Before CreateNetwork the only addresses Docker asks for are --aux-address reservations:
       // CreateNetwork keeps them out of the subnet's allocation pools.
-      const cidr = await this.view.poolCidr(ref);
+      const cidr = await this.catalog.poolCidr(ref);
       if (wanted && contains(cidr, wanted)) return { Address: `${wanted}/${prefixLength(cidr)}`, Data: {} };
       throw new InvalidRequestError(
         `Docker pool ${req.PoolID} has no Neutron subnet: its network was not created with -d kuryr`,
@@ -342,26 +432,31 @@ export class NeutronIpam implements IpamDriver {
     if (mac && this.pool.enabled && !this.warnedMacs) {
       this.warnedMacs = true;
       this.hooks.warn(
-        'Docker sends MAC addresses although the warm pool is on ([vif_pool] size > 0), so the pool ' +
-          'cannot be used: Docker read the IPAM capabilities before the pool was turned on. Restart dockerd',
+        'Docker sends MAC addresses, so the warm pool cannot be used: Docker read the IPAM capabilities ' +
+          'of a kuryr that asked for them (kuryr-libnetwork, or kuryr before 0.2). Restart dockerd once',
       );
     }
     const doing = `creating a Neutron port for ${wanted ?? 'an address'} in subnet ${subnet.id} (${subnet.cidr})`;
+    // A Swarm manager reserving a task's address: the task may run on any node, so the port is
+    // bound to none (the node that runs it binds it at CreateEndpoint), and no sibling or warm port
+    // of this host fits it.
+    const reserve = this.settings.scope === 'global' && !wanted && !mac;
     // Docker asks once per address family for the same endpoint: the port it got for the first is
     // this endpoint's.
-    const sibling = this.view.pendingSibling(subnet, mac);
+    const sibling = reserve ? undefined : this.handOuts.pendingSibling(subnet, mac, wanted);
     let port: Port | undefined;
     if (sibling) port = await this.addToSibling(sibling, subnet, wanted);
     // A warm port fits any request that names neither address nor MAC.
-    else if (!wanted && !mac) {
-      port = this.pool.take(subnet.id);
+    else if (!wanted && !mac && !reserve) {
+      // A burst finds the pool empty: its starts share the batch being made.
+      port = await this.pool.takeOrWait(subnet.id, BURST_WAIT_MS);
       // Join follows in milliseconds and needs the subnets: with no port to create, read them now.
-      if (port) this.view.prefetchSubnets([...new Set(port.fixed_ips.map((f) => f.subnet_id))]);
+      if (port) this.catalog.prefetchSubnets([...new Set(port.fixed_ips.map((f) => f.subnet_id))]);
       else this.startPoolFor(subnet);
     }
-    port ??= await this.createPort(subnet, wanted, mac, doing);
-    this.view.rememberPort(port);
-    this.view.handOut(port, subnet.id);
+    port ??= await this.createPort(subnet, wanted, mac, doing, !reserve);
+    this.catalog.rememberPort(port);
+    if (!reserve) this.handOuts.record(port.id, subnet.id);
     const ip = port.fixed_ips.find((f) => f.subnet_id === subnet.id)?.ip_address;
     if (!ip) throw new InvalidRequestError(`Neutron port ${port.id} has no address in subnet ${subnet.id}`);
     return { Address: `${ip}/${prefixLength(subnet.cidr)}`, Data: {} };
@@ -374,7 +469,7 @@ export class NeutronIpam implements IpamDriver {
    */
   private startPoolFor(subnet: Subnet): void {
     this.pool.registerLater(subnet.id, async () => {
-      const net = await this.view.networkById(subnet.network_id);
+      const net = await this.catalog.networkById(subnet.network_id);
       const own =
         net.tags.some((t) => t.startsWith(NET_TAG_LOW)) &&
         !net.tags.some((t) => t.startsWith(EXISTING_NET_TAG_PREFIX));
@@ -395,33 +490,39 @@ export class NeutronIpam implements IpamDriver {
     wanted: string | undefined,
     dockerMac: string | undefined,
     doing: string,
+    bind = true,
   ): Promise<Port> {
     const others = (this.pool.specFor(subnet.id)?.subnetIds ?? []).filter((id) => id !== subnet.id);
+    // Unbound (a Swarm reservation): kuryr's port all the same, with no host and no veth yet.
+    const binding = bind ? this.ports.bindAttrs() : { device_owner: DEVICE_OWNER };
+    const plug = async (port: Port) => {
+      if (bind) await this.ports.plugHost(port);
+    };
     for (let attempt = 0; ; attempt++) {
       const mac = dockerMac ?? randomMac();
       try {
-        // Created bound to this host, with its veth plugged right away: the L2 agent starts wiring
-        // it while Docker is still on its way to CreateEndpoint and Join.
-        const port = await this.neutron.create('ports', {
+        // Created bound to this host, with its veth plugged right away (a reservation aside): the L2
+        // agent starts wiring it while Docker is still on its way to CreateEndpoint and Join.
+        const port = await this.catalog.createPort({
           network_id: subnet.network_id,
           name: UNBOUND_PORT_NAME,
           admin_state_up: true,
-          ...this.ports.bindAttrs(),
+          ...binding,
           fixed_ips: [
             wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id },
             ...others.map((subnet_id) => ({ subnet_id })),
           ],
           mac_address: mac,
         });
-        await this.ports.plugHost(port).catch(async (err) => {
-          await this.neutron.delete('ports', port.id).catch(() => undefined); // nothing half-made
+        await plug(port).catch(async (err) => {
+          await this.catalog.deletePort(port.id).catch(() => undefined); // nothing half-made
           throw err;
         });
         return port;
       } catch (err) {
         if (err instanceof NeutronUnavailableError && err.timedOut) {
           // The POST may have reached Neutron: the MAC is unique, so it finds the port if it exists.
-          return this.recoverTimedOutCreate(err, subnet, mac);
+          return this.recoverTimedOutCreate(err, subnet, mac, plug);
         }
         if (!(err instanceof NeutronApiError)) throw err;
         // Our own random MAC collided with another port's: draw again.
@@ -441,12 +542,10 @@ export class NeutronIpam implements IpamDriver {
       ...sibling.fixed_ips.filter((f) => f.subnet_id !== subnet.id),
       wanted ? { subnet_id: subnet.id, ip_address: wanted } : { subnet_id: subnet.id },
     ];
-    const updated = await explained(
+    return explained(
       `${current ? 'changing' : 'adding'} the address in subnet ${subnet.cidr} of dual-stack port ${sibling.id}`,
-      () => this.neutron.update('ports', sibling.id, { fixed_ips: fixedIps }),
+      () => this.catalog.updatePort(sibling, { fixed_ips: fixedIps }),
     );
-    this.view.replacePort(sibling, updated);
-    return updated;
   }
 
   /** After a POST that timed out: the port it created, plugged, or the timeout if there is none. */
@@ -454,18 +553,20 @@ export class NeutronIpam implements IpamDriver {
     err: NeutronUnavailableError,
     subnet: Subnet,
     mac: string,
+    plug: (port: Port) => Promise<void>,
   ): Promise<Port> {
     const [port] = await this.neutron.list('ports', { network_id: subnet.network_id, mac_address: mac });
     if (!port || port.device_id || !isKuryrPortOwner(port.device_owner)) throw err;
-    await this.ports.plugHost(port);
+    await plug(port);
     return port;
   }
 
   /**
    * When the port cannot be created because its address or MAC is taken, the holder may be ours
    * to use: the unbound port of the same endpoint's other address family (dual stack: Docker asks
-   * once per family with the same MAC), a user's free port handed over with --ip, or (replay mode)
-   * the port Docker already got for this address before it restarted.
+   * once per family with the same MAC), a user's free port handed over with --ip (or
+   * --mac-address), taken as it is and handed back on release, or (replay mode) the port Docker
+   * already got for this address before it restarted.
    */
   private async reuseHolder(
     err: NeutronApiError,
@@ -473,30 +574,35 @@ export class NeutronIpam implements IpamDriver {
     wanted?: string,
     mac?: string,
   ): Promise<Port | undefined> {
+    let holder: Port | undefined;
     if (err.type === 'MacAddressInUse' && mac) {
-      const [sibling] = await this.neutron.list('ports', { network_id: subnet.network_id, mac_address: mac });
-      if (!sibling || sibling.device_id || !isKuryrPortOwner(sibling.device_owner)) return undefined;
-      return this.addToSibling(sibling, subnet, wanted);
+      [holder] = await this.neutron.list('ports', { network_id: subnet.network_id, mac_address: mac });
+      if (holder && !holder.device_id && (isKuryrPortOwner(holder.device_owner) || isExistingPort(holder)))
+        return this.addToSibling(holder, subnet, wanted);
+    } else if (err.type === 'IpAddressAlreadyAllocated' && wanted) {
+      [holder] = await this.catalog.portsWithAddress(subnet, wanted);
+      if (holder && this.settings.requestReplay && isKuryrCreatedPort(holder)) return holder;
+      // Swarm: the address the manager reserved for the task this node now runs.
+      if (holder && this.settings.scope === 'global' && isKuryrCreatedPort(holder) && !holder.device_id)
+        return holder;
+      // One of this host's warm ports drew the address (Neutron picks them at random): it is free,
+      // so it is this start's. (With a MAC of Docker's, the port's would differ: not that one.)
+      const warm = holder && !mac ? this.pool.takeById(holder.id) : undefined;
+      if (warm) return warm;
     }
-    if (err.type === 'IpAddressAlreadyAllocated' && wanted) {
-      const [holder] = await this.view.portsWithAddress(subnet, wanted);
-      if (!holder) return undefined;
-      if (!holder.device_id && !holder.device_owner) {
-        await this.neutron.setTags('ports', holder.id, [...holder.tags, EXISTING_PORT_TAG]);
-        return { ...holder, tags: [...holder.tags, EXISTING_PORT_TAG] };
-      }
-      if (this.settings.requestReplay && isKuryrPortOwner(holder.device_owner)) return holder;
-    }
-    return undefined;
+    // A user's port is taken only as it is: its addresses are not kuryr's to change.
+    if (!holder || !canTake(holder) || !holdsAddress(holder, subnet.id, wanted)) return undefined;
+    const free = holder;
+    return explained(`taking existing Neutron port ${free.id}`, () => this.catalog.takePort(free));
   }
 
   /** The gateway is the subnet's gateway_ip; before the subnet exists, the requested or first address. */
   private async gatewayAddress(ref: PoolRef, wanted: string | undefined): Promise<string> {
-    const cidr = await this.view.poolCidr(ref);
+    const cidr = await this.catalog.poolCidr(ref);
     const len = prefixLength(cidr);
     if (wanted && !contains(cidr, wanted))
       throw new InvalidRequestError(`gateway ${wanted} is outside the subnet ${cidr}`);
-    const subnet = await this.view.subnetForPool(ref);
+    const subnet = await this.catalog.subnetForPool(ref);
     if (subnet?.gateway_ip) {
       if (wanted && !sameIp(wanted, subnet.gateway_ip)) {
         throw new InvalidRequestError(
@@ -511,41 +617,25 @@ export class NeutronIpam implements IpamDriver {
   async releaseAddress(req: ReleaseAddressRequest): Promise<EmptyResponse> {
     const ref = parsePoolId(req.PoolID);
     const ip = parseIp(req.Address.split('/')[0] ?? req.Address, 'Address');
-    const subnet = await this.view.subnetForPool(ref);
+    const subnet = await this.catalog.subnetForPool(ref);
     if (!subnet || (subnet.gateway_ip && sameIp(subnet.gateway_ip, ip))) return {}; // gone, or the gateway (no port)
-    const cached = this.view.cachedPortAt(subnet.network_id, ip);
-    for (const port of cached ? [cached] : await this.view.portsWithAddress(subnet, ip)) {
-      await this.view.settled(port.id); // the endpoint's identity, still being written
-      this.view.forgetPort(port);
+    const cached = this.catalog.cachedPortAt(subnet.network_id, ip);
+    for (const port of cached ? [cached] : await this.catalog.portsWithAddress(subnet, ip)) {
+      await this.writes.settled(port.id); // the endpoint's identity, still being written
+      this.handOuts.forget(port.id);
       this.pool.discard(port.id); // a previous run's port Docker rolls back: not warm any more
       const doing = `releasing ${ip} (Neutron port ${port.id}) of Docker pool ${req.PoolID}`;
-      if (port.tags.includes(EXISTING_PORT_TAG)) {
-        // A user's port: hand it back as we found it.
-        await explained(doing, async () => {
-          await this.neutron.update('ports', port.id, {
-            device_owner: '',
-            device_id: '',
-            'binding:host_id': '',
-          });
-          const ours = new Set([EXISTING_PORT_TAG, ...dockerIdTags(port.device_id)]);
-          await this.neutron.setTags(
-            'ports',
-            port.id,
-            port.tags.filter((t) => !ours.has(t)),
-          );
-        });
-      } else if (!isKuryrPortOwner(port.device_owner)) {
+      if (!isKuryrCreatedPort(port) && !isExistingPort(port)) {
         // not ours: never touch it
-      } else if (port.fixed_ips.length > 1 && port.device_id) {
+      } else if (isKuryrCreatedPort(port) && port.fixed_ips.length > 1 && port.device_id) {
         // Dual stack: Docker releases each family separately; the port goes with the last one.
         // (A port no endpoint claimed is a rolled-back start: it goes whole, other family too.)
         const rest = port.fixed_ips.filter((f) => !(f.subnet_id === subnet.id && sameIp(f.ip_address, ip)));
-        this.view.rememberPort(
-          await explained(doing, () => this.neutron.update('ports', port.id, { fixed_ips: rest })),
-        );
+        await explained(doing, () => this.catalog.updatePort(port, { fixed_ips: rest }));
       } else {
-        // Its veth is normally gone with DeleteEndpoint; not when Docker rolls back before that.
-        await explained(doing, () => this.ports.remove(port));
+        // Deleted, or (a user's port) handed back as kuryr found it, addresses and all. Its veth
+        // is normally gone with DeleteEndpoint; not when Docker rolls back before that.
+        await explained(doing, () => this.ports.release(port));
       }
     }
     return {};

@@ -43,6 +43,28 @@ export const EXISTING_NET_TAG_PREFIX = 'kuryr.net.existing:';
 export const EXISTING_PORT_TAG = 'kuryr.port.existing';
 export const EXISTING_POOL_TAG = 'kuryr.subnetpool.existing';
 
+/**
+ * Marks a network as used by a Docker network on a host (`kuryr.host:<host>:<docker-id[:12]>`):
+ * the host that made it and every host that joined it. `kuryr gc` on one host never judges a
+ * network another host uses, whose Docker networks it cannot see.
+ */
+export const HOST_TAG_PREFIX = 'kuryr.host:';
+
+export function hostTag(host: string, dockerNetworkId: string): string {
+  return `${HOST_TAG_PREFIX}${host}:${dockerNetworkId.slice(0, 12)}`;
+}
+
+/**
+ * Marks a Neutron network a Swarm manager made for a swarm-scoped Docker network
+ * (`kuryr.swarm:<docker-id[:12]>`, written by AllocateNetwork). Nodes create and delete their
+ * local copies as tasks come and go; only the manager's FreeNetwork removes the network.
+ */
+export const SWARM_TAG_PREFIX = 'kuryr.swarm:';
+
+export function swarmTag(dockerNetworkId: string): string {
+  return SWARM_TAG_PREFIX + dockerNetworkId.slice(0, 12);
+}
+
 export function existingNetworkTag(dockerNetworkId: string): string {
   return EXISTING_NET_TAG_PREFIX + dockerNetworkId.slice(0, 12);
 }

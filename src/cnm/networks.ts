@@ -7,23 +7,30 @@ import type { Network, Subnet, SubnetPool } from '../neutron/types.js';
 import { InvalidRequestError } from '../util/errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { allocationPools, contains, networkOf, parseCidr, stripPrefix } from './addresses.js';
+import type { Catalog } from './catalog.js';
+import { isExistingPort, isKuryrCreatedPort } from './existing-ports.js';
 import { explained, explainNeutron } from './explain.js';
 import {
   dockerIdTags,
   existingNetworkTag,
+  HOST_TAG_PREFIX,
+  hostTag,
   IP_RANGE_MARK,
-  isKuryrPortOwner,
   networkName,
   subnetName,
   subnetPoolName,
+  swarmTag,
 } from './naming.js';
-import { formatPoolId, type NeutronView } from './neutron-view.js';
 import { type NeutronOptions, parseNeutronOptions } from './options.js';
+import { formatPoolId } from './pool-id.js';
 import type { PortBinding } from './port-binding.js';
+import type { Teardowns } from './teardowns.js';
 import type { WarmPool } from './warm-pool.js';
 
 export interface NetworkSettings {
   scope: 'local' | 'global';
+  /** This host (binding:host_id): networks kuryr makes or joins here carry it as a tag. */
+  host: string;
   enableDhcp: boolean;
   subnetpoolNamePrefix: string;
   defaultSubnetpools: { 4: string; 6: string };
@@ -40,17 +47,24 @@ export class Networks {
   private readonly locks = new KeyedMutex();
 
   constructor(
-    private readonly view: NeutronView,
+    private readonly catalog: Catalog,
     private readonly ports: PortBinding,
     private readonly pool: WarmPool,
+    private readonly teardowns: Teardowns,
     private readonly settings: NetworkSettings,
   ) {}
 
+  /** Reads of what nobody remembers; every write goes through the catalog. */
   private get neutron() {
-    return this.view.neutron;
+    return this.catalog.reader;
   }
 
-  async create(req: CreateNetworkRequest): Promise<void> {
+  /**
+   * CreateNetwork, or (`swarm`) a Swarm manager's AllocateNetwork: in Swarm the manager hands out
+   * task addresses before any node creates the network, so the Neutron network and subnets are
+   * made then, marked as the Swarm network's, and every node's CreateNetwork finds them.
+   */
+  async create(req: CreateNetworkRequest, swarm = false): Promise<void> {
     const options = req.Options ?? {};
     const opts = parseNeutronOptions(
       options[OptionKeys.generic] as Record<string, unknown> | undefined,
@@ -61,6 +75,12 @@ export class Networks {
       (d) => d.Pool && d.Pool !== '0.0.0.0/0',
     );
     // Bad input is refused before anything is created.
+    if (ipamData.length === 0) {
+      throw new InvalidRequestError(
+        'the network has neither an IPv4 nor an IPv6 address pool (--ipv4=false without --ipv6?): a kuryr network needs at least one. ' +
+          "Add --ipv6, with --subnet <IPv6 CIDR> or a default IPv6 subnetpool ('kuryr6', [neutron] default_subnetpool_v6)",
+      );
+    }
     for (const [i, d] of ipamData.entries()) {
       parseCidr(d.Pool, `IPAMData[${i}].Pool`);
       if (d.Gateway) parseCidr(d.Gateway, `IPAMData[${i}].Gateway`);
@@ -73,13 +93,24 @@ export class Networks {
       // pool's CIDR a second time, so the common case needs no lookup.
       let net =
         this.settings.scope === 'global'
-          ? await this.view.networkFor(req.NetworkID)
-          : this.view.cachedNetworkFor(req.NetworkID);
+          ? await this.catalog.networkFor(req.NetworkID)
+          : this.catalog.cachedNetworkFor(req.NetworkID);
       let created = false;
+      const marks = swarm ? [swarmTag(req.NetworkID)] : [];
+      // Global scope: another host (or the manager) made it, and a failure here must not take it
+      // from them. Marked as used here too (one write, the first time; a replayed AllocateNetwork
+      // adds its mark the same way).
+      const shared = net !== undefined && this.settings.scope === 'global';
+      if (net && shared) {
+        net = await this.catalog.adoptNetwork(req.NetworkID, net, [
+          hostTag(this.settings.host, req.NetworkID),
+          ...marks,
+        ]);
+      }
       if (!net) {
-        if (opts.net) net = await this.adopt(req.NetworkID, opts);
+        if (opts.net) net = await this.adopt(req.NetworkID, opts, marks);
         else {
-          net = await this.createTagged(req.NetworkID, opts.shared);
+          net = await this.createTagged(req.NetworkID, opts.shared, marks);
           created = true;
         }
       }
@@ -87,14 +118,19 @@ export class Networks {
         const subnets: Subnet[] = [];
         for (const data of ipamData)
           subnets.push(await this.ensureSubnet(net, data, opts, internal, created));
+        // Swarm: the nodes' RequestPool finds the manager's pools by this mark.
+        if (swarm)
+          for (const s of subnets)
+            if (s.subnetpool_id && this.catalog.isOwnPool(s.subnetpool_id))
+              await this.catalog.markPool(s.subnetpool_id, swarmTag(req.NetworkID));
         // Warm ports for the network's containers start being made now, in the background.
         this.pool.register({ networkId: net.id, subnetIds: subnets.map((s) => s.id) }, req.NetworkID);
       } catch (err) {
         // Leave nothing behind for a network Docker will not know about.
-        this.view.forgetNetwork(req.NetworkID);
-        if (created) await this.neutron.delete('networks', net.id).catch(() => undefined);
+        this.catalog.forgetNetwork(req.NetworkID);
+        if (created) await this.catalog.deleteNetwork(net.id).catch(() => undefined);
         if (created && (await this.isReplay(req.NetworkID))) return;
-        else await this.untag(net, req.NetworkID).catch(() => undefined);
+        else if (!shared) await this.untag(net, req.NetworkID).catch(() => undefined);
         throw err;
       }
     });
@@ -102,32 +138,29 @@ export class Networks {
 
   /** After our new network was refused its subnet: does one for this Docker network exist already? */
   private async isReplay(dockerNetworkId: string): Promise<boolean> {
-    const existing = await this.view.networkFor(dockerNetworkId).catch(() => undefined);
+    const existing = await this.catalog.networkFor(dockerNetworkId).catch(() => undefined);
     return existing !== undefined;
   }
 
-  private async createTagged(dockerNetworkId: string, shared?: boolean): Promise<Network> {
-    const net = await explained(
+  private async createTagged(
+    dockerNetworkId: string,
+    shared?: boolean,
+    marks: string[] = [],
+  ): Promise<Network> {
+    const mine = await explained(
       `creating the Neutron network for Docker network ${dockerNetworkId.slice(0, 12)}`,
       () =>
-        this.neutron.create('networks', {
-          name: networkName(dockerNetworkId),
-          admin_state_up: true,
-          ...(shared !== undefined ? { shared } : {}),
-        }),
+        this.catalog.createNetwork(
+          dockerNetworkId,
+          {
+            name: networkName(dockerNetworkId),
+            admin_state_up: true,
+            ...(shared !== undefined ? { shared } : {}),
+          },
+          [hostTag(this.settings.host, dockerNetworkId), ...marks],
+        ),
     );
-    const tags = dockerIdTags(dockerNetworkId);
-    try {
-      // Neutron (Zed) does not accept tags in POST: a second call, undone if it fails.
-      await this.neutron.setTags('networks', net.id, tags);
-    } catch (err) {
-      await this.neutron.delete('networks', net.id).catch(() => undefined);
-      throw err;
-    }
-    let mine: Network = { ...net, tags };
-    if (this.settings.scope === 'global') mine = await this.settleDuplicates(dockerNetworkId, mine);
-    this.view.rememberNetwork(dockerNetworkId, mine);
-    return mine;
+    return this.settings.scope === 'global' ? this.settleDuplicates(dockerNetworkId, mine) : mine;
   }
 
   /**
@@ -135,40 +168,45 @@ export class Networks {
    * raced past the lookup each made one: all keep the oldest, the others delete their own.
    */
   private async settleDuplicates(dockerNetworkId: string, mine: Network): Promise<Network> {
-    const all = await this.view.taggedNetworks(dockerNetworkId);
+    const all = await this.catalog.taggedNetworks(dockerNetworkId);
     if (all.length <= 1) return mine;
     const key = (n: Network) => `${n.created_at ?? ''} ${n.id}`;
     const winner = all.reduce((a, b) => (key(a) <= key(b) ? a : b));
-    if (winner.id !== mine.id) await this.neutron.delete('networks', mine.id);
-    return winner;
+    if (winner.id === mine.id) return mine;
+    await this.catalog.deleteNetwork(mine.id);
+    return this.catalog.adoptNetwork(dockerNetworkId, winner, []);
   }
 
-  private async adopt(dockerNetworkId: string, opts: NeutronOptions): Promise<Network> {
-    const net = await this.view.findByRef('networks', opts.net ?? {});
+  private async adopt(dockerNetworkId: string, opts: NeutronOptions, marks: string[]): Promise<Network> {
+    const net = await this.catalog.findByRef('networks', opts.net ?? {});
     if (opts.shared !== undefined && Boolean(net.shared) !== opts.shared) {
       throw new InvalidRequestError(
         `-o neutron.net.shared=${opts.shared} conflicts with Neutron network ${net.id}, which has shared=${Boolean(net.shared)}`,
       );
     }
-    const tags = [
-      ...new Set([...net.tags, ...dockerIdTags(dockerNetworkId), existingNetworkTag(dockerNetworkId)]),
-    ];
-    await explained(`tagging existing Neutron network ${net.id}`, () =>
-      this.neutron.setTags('networks', net.id, tags),
+    return explained(`tagging existing Neutron network ${net.id}`, () =>
+      this.catalog.adoptNetwork(dockerNetworkId, net, [
+        ...dockerIdTags(dockerNetworkId),
+        existingNetworkTag(dockerNetworkId),
+        hostTag(this.settings.host, dockerNetworkId),
+        ...marks,
+      ]),
     );
-    const tagged = { ...net, tags };
-    this.view.rememberNetwork(dockerNetworkId, tagged);
-    return tagged;
   }
 
-  private async untag(net: Network, dockerNetworkId: string): Promise<void> {
-    const ours = new Set([...dockerIdTags(dockerNetworkId), existingNetworkTag(dockerNetworkId)]);
-    const current = await this.neutron.get('networks', net.id);
-    await this.neutron.setTags(
-      'networks',
-      net.id,
-      current.tags.filter((t) => !ours.has(t)),
-    );
+  /**
+   * Takes this Docker network's marks off a network that stays (a user's): its IDs, and every
+   * host's mark for it (in Swarm, other nodes' too: the network is gone from the whole Swarm).
+   */
+  private untag(net: Network, dockerNetworkId: string): Promise<void> {
+    const ours = new Set([
+      ...dockerIdTags(dockerNetworkId),
+      existingNetworkTag(dockerNetworkId),
+      swarmTag(dockerNetworkId),
+    ]);
+    const hostMark = (t: string) =>
+      t.startsWith(HOST_TAG_PREFIX) && t.endsWith(`:${dockerNetworkId.slice(0, 12)}`);
+    return this.catalog.untagNetwork(net.id, (tags) => tags.filter((t) => !ours.has(t) && !hostMark(t)));
   }
 
   /**
@@ -188,9 +226,19 @@ export class Networks {
     const { version } = parseCidr(data.Pool, 'Pool');
     // A network we just made has no subnets; pools our IPAM just made need no lookup.
     const [existing] = fresh ? [] : await this.neutron.list('subnets', { network_id: net.id, cidr });
-    const hinted = opts.pool[version] ? [] : this.view.ownPoolsFor(cidr);
+    const hinted = opts.pool[version] ? [] : this.catalog.ownPoolsFor(cidr);
     const candidates = hinted.length && !existing ? hinted : await this.candidatePools(cidr, version, opts);
-    if (existing) return this.adoptSubnet(existing, candidates);
+    if (existing && opts.subnet[version]) {
+      // The subnet the user named (neutron.subnet.*): Docker's PoolID names it, no tag needed.
+      const named = await this.catalog.findByRef('subnets', opts.subnet[version]);
+      if (named.id !== existing.id) {
+        throw new InvalidRequestError(
+          `the subnet named by neutron.subnet${version === 6 ? '.v6' : ''}.* (${named.id}) is not network ${net.id}'s ${cidr} subnet (${existing.id})`,
+        );
+      }
+      return this.catalog.adoptSubnet(formatPoolId({ kind: 'subnet', subnetId: named.id }), existing, false);
+    }
+    if (existing) return this.adoptSubnet(existing, candidates, hinted);
     if (opts.subnet[version]) {
       throw new InvalidRequestError(
         `the subnet named by neutron.subnet${version === 6 ? '.v6' : ''}.* is not on Neutron network ${net.id}`,
@@ -228,19 +276,18 @@ export class Networks {
       const poolId =
         (await this.unusedPoolKey(cidr, candidates)) ?? this.poolKey(candidates[0] as SubnetPool, cidr);
       const pool = candidates.find((p) => poolId.startsWith(p.id)) as SubnetPool;
-      const subnet = await explained(`creating Neutron subnet ${cidr} on network ${net.id}`, () =>
-        this.neutron.create('subnets', attrsFor(pool)),
+      return explained(`creating Neutron subnet ${cidr} on network ${net.id}`, () =>
+        this.catalog.createSubnet(poolId, attrsFor(pool), true),
       );
-      await this.neutron.setTags('subnets', subnet.id, [poolId]);
-      this.view.rememberPoolSubnet(poolId, { ...subnet, tags: [poolId] });
-      return { ...subnet, tags: [poolId] };
     }
     let lastError: NeutronApiError | undefined;
     for (const pool of candidates) {
       try {
-        const subnet = await this.neutron.create('subnets', { ...attrsFor(pool), subnetpool_id: pool.id });
-        this.view.rememberPoolSubnet(this.poolKey(pool, cidr), subnet);
-        return subnet;
+        return await this.catalog.createSubnet(
+          this.poolKey(pool, cidr),
+          { ...attrsFor(pool), subnetpool_id: pool.id },
+          false,
+        );
       } catch (err) {
         if (!(err instanceof NeutronApiError)) throw err;
         if (!POOL_REFUSED.has(err.type))
@@ -256,7 +303,7 @@ export class Networks {
 
   private async candidatePools(cidr: string, version: 4 | 6, opts: NeutronOptions): Promise<SubnetPool[]> {
     const named = opts.pool[version];
-    if (named) return [await this.view.findByRef('subnetpools', named)];
+    if (named) return [await this.catalog.findByRef('subnetpools', named)];
     const [own, defaults] = await Promise.all([
       this.neutron.list('subnetpools', { name: subnetPoolName(this.settings.subnetpoolNamePrefix, cidr) }),
       this.neutron.list('subnetpools', { name: this.settings.defaultSubnetpools[version] }),
@@ -270,12 +317,27 @@ export class Networks {
    * A pre-existing subnet is tagged with the PoolID of the kuryr pool Docker got for it, so that
    * RequestAddress finds it.
    */
-  private async adoptSubnet(subnet: Subnet, candidates: SubnetPool[]): Promise<Subnet> {
-    if (subnet.subnetpool_id && candidates.some((p) => p.id === subnet.subnetpool_id)) return subnet;
-    const key = await this.unusedPoolKey(subnet.cidr, candidates);
-    if (!key || subnet.tags.includes(key)) return subnet;
-    await this.neutron.setTags('subnets', subnet.id, [...subnet.tags, key]);
-    return { ...subnet, tags: [...subnet.tags, key] };
+  private async adoptSubnet(subnet: Subnet, candidates: SubnetPool[], hinted: SubnetPool[]): Promise<Subnet> {
+    // The subnet came from a pool Docker got here, or (nothing hinted: after a restart) from one of
+    // kuryr's. Another host's kuryr makes the subnet from its own pool of the same name: then
+    // the pool Docker just got here is a different one, and tags the subnet instead.
+    const fromPool = candidates.find((p) => p.id === subnet.subnetpool_id);
+    if (fromPool && (hinted.length === 0 || hinted.some((p) => p.id === fromPool.id)))
+      return this.catalog.adoptSubnet(this.poolKey(fromPool, subnet.cidr), subnet, false);
+    const pools = [...hinted, ...candidates.filter((c) => !hinted.some((h) => h.id === c.id))];
+    // Already ours (a replay), or the PoolID of the pool Docker got for this CIDR.
+    const key =
+      pools.map((p) => this.poolKey(p, subnet.cidr)).find((k) => subnet.tags.includes(k)) ??
+      (await this.unusedPoolKey(subnet.cidr, pools));
+    if (!key) {
+      throw new InvalidRequestError(
+        `Neutron subnet ${subnet.id} (${subnet.cidr}) is already on network ${subnet.network_id} and every kuryr pool for ${subnet.cidr} serves another subnet: ` +
+          'pass --subnet with a CIDR not used on that network',
+      );
+    }
+    return explained(`tagging existing Neutron subnet ${subnet.id} with Docker pool ${key}`, () =>
+      this.catalog.adoptSubnet(key, subnet, true),
+    );
   }
 
   /** The PoolID Docker got for `cidr` from this candidate pool: kuryr's own pool, or a carve. */
@@ -304,45 +366,80 @@ export class Networks {
     return undefined;
   }
 
-  async delete(dockerNetworkId: string): Promise<void> {
+  /**
+   * DeleteNetwork, or (`freeing`) a Swarm manager's FreeNetwork. A node's DeleteNetwork of a Swarm
+   * network only means its last task there ended: the network stays for the rest of the Swarm,
+   * without this host's mark and its warm ports.
+   */
+  async delete(dockerNetworkId: string, freeing = false): Promise<void> {
     await this.locks.run(dockerNetworkId, async () => {
-      const net = await this.view.networkFor(dockerNetworkId);
-      this.view.forgetNetwork(dockerNetworkId);
+      const net = await this.catalog.networkFor(dockerNetworkId);
+      this.catalog.forgetNetwork(dockerNetworkId);
       if (!net) return;
-      this.view.forgetSubnetsOf(net.id);
-      const joined = net.tags.includes(existingNetworkTag(dockerNetworkId));
-      // Warm ports go first; on a joined network only this Docker network's (others may share it).
-      await this.pool.drainDockerNetwork(dockerNetworkId, joined ? undefined : net.id);
-      if (joined) {
-        // The user's network: it stays, with everything they made; only our marks go.
-        await explained(`untagging existing Neutron network ${net.id}`, () =>
-          this.untag(net, dockerNetworkId),
+      if (!freeing && net.tags.includes(swarmTag(dockerNetworkId))) {
+        const mine = hostTag(this.settings.host, dockerNetworkId);
+        this.teardowns.queueAfter(
+          `leaving Swarm network ${net.id}`,
+          this.pool.drainDockerNetwork(dockerNetworkId),
+          () => this.catalog.untagNetwork(net.id, (tags) => tags.filter((t) => t !== mine)),
         );
         return;
       }
-      await this.deleteOwn(net);
+      const joined = net.tags.includes(existingNetworkTag(dockerNetworkId));
+      if (joined) {
+        // The user's network: it stays, with everything they made; only this Docker network's
+        // warm ports (others may share the network) and our marks go, in the background after
+        // the pools Docker released just before.
+        this.teardowns.queueAfter(
+          `untagging existing Neutron network ${net.id}`,
+          this.pool.drainDockerNetwork(dockerNetworkId),
+          () => this.untag(net, dockerNetworkId),
+        );
+        return;
+      }
+      // Ours. A user's port on it keeps it: refused now, so Docker keeps the network as well.
+      // Otherwise Docker need not wait: the warm ports and the network (with its subnets) are
+      // deleted in the background, after the pools Docker released just before.
+      const ports = await this.neutron.list('ports', {
+        network_id: net.id,
+        fields: ['id', 'device_owner', 'tags'],
+      });
+      const foreign = ports.filter(
+        (p) => !isKuryrCreatedPort(p) && !isExistingPort(p) && !p.device_owner.startsWith('network:'),
+      );
+      if (foreign.length) {
+        throw new InvalidRequestError(
+          `Neutron network ${net.id} of this Docker network holds ports kuryr did not make (${foreign.map((p) => p.id).join(', ')}): ` +
+            'delete them, or move them to another network, and retry',
+        );
+      }
+      this.teardowns.queueAfter(
+        `deleting Neutron network ${net.id} of Docker network ${dockerNetworkId.slice(0, 12)}`,
+        this.pool.drainDockerNetwork(dockerNetworkId, net.id),
+        () => this.deleteOwn(net),
+      );
     });
   }
 
   private async deleteOwn(net: Network): Promise<void> {
     try {
-      await this.neutron.delete('networks', net.id);
+      await this.catalog.deleteNetwork(net.id);
     } catch (err) {
       if (!(err instanceof NeutronApiError && err.type === 'NetworkInUse')) throw err;
-      // Ports kuryr made that outlived their endpoints (a crash between calls) go too.
+      // Ports that outlived their endpoints (a crash between calls): kuryr's go, a user's port
+      // kuryr took is handed back (and, being the user's, keeps the network in use).
       const ports = await this.neutron.list('ports', { network_id: net.id });
-      const foreign = ports.filter(
-        (p) => !isKuryrPortOwner(p.device_owner) && !p.device_owner.startsWith('network:'),
-      );
+      for (const port of ports.filter((p) => isKuryrCreatedPort(p) || isExistingPort(p)))
+        await this.ports.release(port);
+      const foreign = ports.filter((p) => !isKuryrCreatedPort(p) && !p.device_owner.startsWith('network:'));
       if (foreign.length) {
         throw explainNeutron(
           err,
           `deleting Neutron network ${net.id}`,
-          `Ports not made by kuryr use it: ${foreign.map((p) => p.id).join(', ')}`,
+          `Ports not made by kuryr use it: ${foreign.map((p) => p.id).join(', ')}. Delete them, or move them to another network, and retry`,
         );
       }
-      for (const port of ports.filter((p) => isKuryrPortOwner(p.device_owner))) await this.ports.remove(port);
-      await explained(`deleting Neutron network ${net.id}`, () => this.neutron.delete('networks', net.id));
+      await explained(`deleting Neutron network ${net.id}`, () => this.catalog.deleteNetwork(net.id));
     }
   }
 }

@@ -45,12 +45,17 @@ function ref(map: Record<string, string>, prefix: string, where: string): Resour
   return undefined;
 }
 
+/** Keys Docker itself reads and leaves among the `-o` driver options (27: enable_ipv6, 28: enable_ipv4). */
+const DOCKER_OWN = new Set(['com.docker.network.enable_ipv4', 'com.docker.network.enable_ipv6']);
+
 export function parseNeutronOptions(
   raw: Record<string, unknown> | null | undefined,
   where: '-o' | '--ipam-opt',
 ): NeutronOptions {
   const map: Record<string, string> = {};
   for (const [key, value] of Object.entries(raw ?? {})) {
+    // Docker (27+) reads these itself and leaves them among the driver options.
+    if (where === '-o' && DOCKER_OWN.has(key)) continue;
     if (!(NEUTRON_OPTION_KEYS as readonly string[]).includes(key)) {
       const why = DECIDED_BY_NEUTRON[key];
       throw new InvalidRequestError(

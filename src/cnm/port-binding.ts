@@ -4,12 +4,10 @@
 // the endpoint handlers, which bind ports made elsewhere (a user's port, kuryr-libnetwork's).
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BoundInterface, HostBinder } from '../binding/index.js';
-import { linkExists } from '../binding/ip.js';
-import { containerIfaceName, hostIfaceName } from '../binding/veth.js';
-import type { NeutronClient } from '../neutron/client.js';
-import type { Port } from '../neutron/types.js';
-import { DEVICE_OWNER } from './naming.js';
-import type { NeutronView } from './neutron-view.js';
+import { createdAtMs, type Port } from '../neutron/types.js';
+import type { Catalog, NeutronReader } from './catalog.js';
+import { isExistingPort, isKuryrCreatedPort } from './existing-ports.js';
+import { DEVICE_OWNER, UNBOUND_PORT_NAME } from './naming.js';
 
 const DEFAULT_MTU = 1500;
 export const UNBOUND = new Set(['unbound', 'binding_failed']);
@@ -18,11 +16,11 @@ export class PortBinding {
   readonly active: ActiveWaiter;
 
   constructor(
-    readonly view: NeutronView,
+    readonly catalog: Catalog,
     readonly binder: HostBinder,
     readonly host: string,
   ) {
-    this.active = new ActiveWaiter(view.neutron);
+    this.active = new ActiveWaiter(catalog.reader);
   }
 
   /** Port attributes that bind it to this host (set together: DVR needs them in one update). */
@@ -36,7 +34,7 @@ export class PortBinding {
 
   /** Creates (or re-creates, idempotently) the host side of a bound port. */
   async plugHost(port: Port): Promise<BoundInterface> {
-    const net = await this.view.networkById(port.network_id);
+    const net = await this.catalog.networkById(port.network_id);
     return this.binder.bind(port, net.mtu ?? DEFAULT_MTU);
   }
 
@@ -49,20 +47,66 @@ export class PortBinding {
     if (!this.hasHostSide(port)) await this.plugHost(port);
   }
 
-  /** Deletes a port of ours and, if it is bound here, its host side (veth) first. */
-  async remove(port: Port): Promise<void> {
+  /**
+   * Lets go of a port: its host side (veth) first if it is bound here, then the port itself is
+   * deleted, or, if it is a user's port kuryr took, handed back as it was.
+   */
+  async release(port: Port): Promise<void> {
     if (port['binding:host_id'] === this.host) await this.binder.unbind(port);
-    await this.view.neutron.delete('ports', port.id);
+    if (isExistingPort(port)) await this.catalog.handBackPort(port);
+    else await this.catalog.deletePort(port.id);
   }
 
-  /** The veth's host end is there (a file-system check, no `ip` process). */
+  /**
+   * Ports a killed daemon left for starts that never finished, made before `before` (ms) and bound
+   * here: RequestAddress done but no endpoint (no device; a user's port is never in this state),
+   * or CreateEndpoint done but no Join, Docker rolling the start back while no driver answered
+   * (a device, and both veth ends still on the host). Docker never calls for those again. Deleted
+   * (a user's port handed back) with their veth; returns how many. A container's port is never
+   * one: its veth's container end is in the container.
+   */
+  async reapInterruptedStarts(before: number): Promise<number> {
+    const bound = await this.catalog.reader.list('ports', {
+      'binding:host_id': this.host,
+      device_owner: DEVICE_OWNER,
+    });
+    const left = bound.filter((p) => {
+      if (createdAtMs(p.created_at) >= before) return false;
+      const veth = this.binder.vethState(p);
+      if (p.device_id) return veth === 'on-host';
+      return p.name === UNBOUND_PORT_NAME && isKuryrCreatedPort(p) && veth !== 'in-container';
+    });
+    for (const p of left) await this.release(p);
+    return left.length;
+  }
+
+  /** The veth's host end is there. */
   hasHostSide(port: Pick<Port, 'id'>): boolean {
-    return linkExists(hostIfaceName(port.id));
+    return this.binder.vethState(port) !== 'absent';
   }
 
   /** The veth's container end has been moved out of the host: a container holds the port. */
   inContainer(port: Pick<Port, 'id'>): boolean {
-    return this.hasHostSide(port) && !linkExists(containerIfaceName(port.id));
+    return this.binder.vethState(port) === 'in-container';
+  }
+
+  /** Given to an endpoint: a container holds its veth, or its host side records the endpoint. */
+  claimed(port: Pick<Port, 'id'>): boolean {
+    return this.inContainer(port) || this.binder.recordedEndpoint(port) !== undefined;
+  }
+
+  /** This host's ports whose veth records an endpoint that Neutron's device_id does not show yet. */
+  async recordedButUnwritten(): Promise<{ port: Port; endpointId: string }[]> {
+    const ports = await this.catalog.reader.list('ports', {
+      'binding:host_id': this.host,
+      device_owner: DEVICE_OWNER,
+    });
+    const found: { port: Port; endpointId: string }[] = [];
+    for (const port of ports) {
+      const endpointId = port.device_id ? undefined : this.binder.recordedEndpoint(port);
+      if (endpointId) found.push({ port, endpointId });
+    }
+    return found;
   }
 }
 
@@ -75,7 +119,7 @@ export class ActiveWaiter {
   private loop?: Promise<void>;
 
   constructor(
-    private readonly neutron: NeutronClient,
+    private readonly neutron: NeutronReader,
     private readonly tickMs = 250,
   ) {}
 

@@ -36,13 +36,26 @@ export interface PoolBackend {
   listMine(filter?: { networkId?: string; batch?: string }): Promise<Port[]>;
   /** Resolves with the port's status once ACTIVE, or the last status seen when the wait ends. */
   waitActive(portId: string): Promise<string>;
-  /** A container holds the port's veth already (taken, its endpoint not yet recorded in Neutron). */
-  inContainer(port: Port): boolean;
+  /**
+   * The port was given to an endpoint, not yet recorded in Neutron (its veth records the endpoint,
+   * or a container holds it): not free, whatever Neutron says.
+   */
+  claimed(port: Port): boolean;
 }
 
 export interface WarmPoolSettings {
-  /** Ports kept ready per Docker network (0: no pool). */
+  enabled: boolean;
+  /** Ports kept ready per Docker network: fixed (> 0), or 0: sized by demand (below). */
   size: number;
+  /** Demand sizing: an idle network holds minSize ports; recent takes grow it up to maxSize. */
+  minSize: number;
+  maxSize: number;
+  /** Most pool ports on this host, over all networks (ready and being made). */
+  maxPorts: number;
+  /** Takes within this window count as recent demand. */
+  demandWindowMs: number;
+  /** A pool nobody took from for this long gives back its ports beyond minSize. */
+  idleMs: number;
   /** Most ports made by one bulk request. */
   batch: number;
   /** After a failed refill, how long before trying again. */
@@ -67,14 +80,43 @@ interface Pool {
   /** Docker network this pool serves, when known (registered by CreateNetwork). */
   dockerNetworkId?: string;
   ready: Ready[];
+  /** The refill loop, when it runs. */
   filling?: Promise<void>;
+  /** Batches made for starts that outgrew the one in flight (a burst), when any run. */
+  extra: Set<Promise<void>>;
+  /** Ports being made for this pool (every batch in flight). */
+  making: number;
   refillTimer?: NodeJS.Timeout;
   closed: boolean;
   retryAt: number;
+  /** When ports were taken, within the demand window (demand sizing). */
+  takes: number[];
+  lastUsed: number;
+  /** Starts that found the pool empty, waiting for the batch being made (a burst). */
+  waiters: Waiter[];
+  /** A burst's first start is waiting a moment for the others before the batch is asked for. */
+  gathering?: boolean;
+  /** The same, for a batch of its own while another is in flight. */
+  gatheringExtra?: boolean;
+}
+
+interface Waiter {
+  resolve: (port: Port | undefined) => void;
+  timer: NodeJS.Timeout;
 }
 
 const REMOVALS_AT_ONCE = 8;
+/** How long a burst's first start waits for the others before one batch is made for all. */
+const BURST_GATHER_MS = 30;
+/**
+ * Bulk creates in flight at once for one pool's waiting starts: a burst that outgrows the batch
+ * being made does not wait for it to finish before its own is asked for (Neutron makes a batch of
+ * 10 in 1-3 s; batches one after another made a burst of 20 take 4-5 of them).
+ */
+const BATCHES_AT_ONCE = 3;
 const OWNED_PRUNE_AT = 1_000;
+/** A refill waits for a quiet host at most this long after the take that asked for it. */
+const REFILL_DEFER_MAX_MS = 5_000;
 const OWNED_KEEP_MS = 10 * 60_000;
 
 const keyOf = (subnetIds: string[]) => [...subnetIds].sort().join(',');
@@ -97,6 +139,11 @@ export class WarmPool {
   /** Subnets whose pool was drained (their Docker network is gone). */
   private readonly drained = new Set<string>();
   private readonly removals = pLimit(REMOVALS_AT_ONCE);
+  /** Ports asked of Neutron and not yet in a pool (they count against maxPorts). */
+  private creating = 0;
+  private shrinkTimer?: NodeJS.Timeout;
+  /** When a start last took (or asked for) a port on this host: refills wait for quiet. */
+  private lastTakeAt = 0;
 
   constructor(
     private readonly backend: PoolBackend,
@@ -105,7 +152,24 @@ export class WarmPool {
   ) {}
 
   get enabled(): boolean {
-    return this.settings.size > 0;
+    return this.settings.enabled && (this.settings.size > 0 || this.settings.maxSize > 0);
+  }
+
+  /** How many ready ports this pool aims at now. */
+  private target(pool: Pool): number {
+    if (this.settings.size > 0) return this.settings.size;
+    const since = Date.now() - this.settings.demandWindowMs;
+    pool.takes = pool.takes.filter((t) => t >= since);
+    const { minSize, maxSize } = this.settings;
+    // Each recent take asks for one more ready port: a burst finds warm ports next time.
+    return Math.min(maxSize, minSize + pool.takes.length);
+  }
+
+  /** Room left under the host's bound. */
+  private hostRoom(): number {
+    let held = this.creating;
+    for (const pool of this.pools.values()) held += pool.ready.length;
+    return Math.max(0, this.settings.maxPorts - held);
   }
 
   /** The spec a subnet's pool ports are made for (dual stack: both subnets), if a pool serves it. */
@@ -148,7 +212,13 @@ export class WarmPool {
         ready: [],
         closed: false,
         retryAt: 0,
+        takes: [],
+        lastUsed: Date.now(),
+        waiters: [],
+        extra: new Set(),
+        making: 0,
       };
+      this.scheduleShrink();
       this.pools.set(key, pool);
       // A subnet belongs to one Docker network, so to one pool; a newer registration wins.
       for (const id of spec.subnetIds) this.bySubnet.set(id, pool);
@@ -170,15 +240,78 @@ export class WarmPool {
       0,
       pool.ready.findIndex((r) => r.active),
     );
-    const [taken] = pool.ready.splice(i, 1);
-    this.hooks.taken?.(taken !== undefined);
-    if (taken) {
-      this.owned.set(taken.port.id, Date.now());
-      if (this.owned.size > OWNED_PRUNE_AT) this.pruneOwned();
+    const port = this.handOut(pool, i);
+    this.hooks.taken?.(port !== undefined);
+    return port;
+  }
+
+  /**
+   * This warm port, when the pool still holds it: Neutron drew a pool port's address at random,
+   * and a start asks for that address (--ip). Undefined when it is not (or no longer) ready.
+   */
+  takeById(portId: string): Port | undefined {
+    for (const pool of this.pools.values()) {
+      const i = pool.ready.findIndex((r) => r.port.id === portId);
+      if (i >= 0 && !pool.closed) return this.handOut(pool, i);
     }
-    this.refillSoon(pool);
+    return undefined;
+  }
+
+  /** Takes the pool's i-th ready port out, as a start's own, and starts a refill. */
+  private handOut(pool: Pool, i: number): Port | undefined {
+    const [taken] = pool.ready.splice(i, 1);
+    this.lastTakeAt = Date.now();
+    pool.takes.push(Date.now());
+    pool.lastUsed = Date.now();
+    // A miss is takeOrWait's to handle (it starts a batch for the burst at once).
     if (!taken) return undefined;
+    this.owned.set(taken.port.id, Date.now());
+    if (this.owned.size > OWNED_PRUNE_AT) this.pruneOwned();
+    this.refillSoon(pool);
     return taken.active ? { ...taken.port, status: 'ACTIVE' } : taken.port;
+  }
+
+  /**
+   * Like `take`, but when the pool is empty (a burst of starts), waits up to `maxWaitMs` for a port
+   * of the batch being made, started now if none is: one bulk request serves the burst instead
+   * of one request per start. Undefined (make a port of your own) when there is no pool, it
+   * cannot grow (host bound, a failure) or the wait runs out.
+   */
+  async takeOrWait(subnetId: string, maxWaitMs: number): Promise<Port | undefined> {
+    const port = this.take(subnetId);
+    const pool = this.bySubnet.get(subnetId);
+    if (port || !pool || pool.closed) return port;
+    if (!pool.filling && !pool.gathering) {
+      if (pool.closed || Date.now() < pool.retryAt || this.hostRoom() === 0) return undefined;
+      // The first start of a burst waits a moment for the others, so one batch serves them all.
+      clearTimeout(pool.refillTimer);
+      pool.gathering = true;
+      pool.refillTimer = setTimeout(() => {
+        pool.refillTimer = undefined;
+        pool.gathering = false;
+        this.refill(pool);
+        if (!pool.filling) this.release(pool);
+      }, BURST_GATHER_MS);
+    } else if (pool.filling) this.growForWaiters(pool);
+    return new Promise((resolve) => {
+      const waiter: Waiter = {
+        resolve,
+        timer: setTimeout(() => {
+          pool.waiters = pool.waiters.filter((w) => w !== waiter);
+          resolve(undefined);
+        }, maxWaitMs),
+      };
+      waiter.timer.unref();
+      pool.waiters.push(waiter);
+    });
+  }
+
+  /** Lets every waiting start go make its own port (the pool failed or is going). */
+  private release(pool: Pool): void {
+    for (const w of pool.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.resolve(undefined);
+    }
   }
 
   /** Forgets ports handed out long ago (their endpoint is recorded by now, under another name). */
@@ -203,18 +336,22 @@ export class WarmPool {
   }
 
   /**
-   * Refills once the container that took a port is up: a refill (a bulk create in neutron-server,
-   * `ip` for each veth) started at once would compete with that start for the CPU. Takes in a
-   * burst share one refill.
+   * Refills once the starts are done: a refill (a bulk create in neutron-server, `ip` for each
+   * veth) would compete with them for the CPU. It waits until no port was taken on this host for
+   * refillDelayMs (a burst, over one network or many, is one quiet period later), but no longer
+   * than REFILL_DEFER_MAX_MS after its first take. Takes in a burst share one refill.
    */
-  private refillSoon(pool: Pool): void {
-    if (pool.refillTimer || this.settings.refillDelayMs <= 0) {
-      if (this.settings.refillDelayMs <= 0) this.refill(pool);
+  private refillSoon(pool: Pool, firstTake = Date.now()): void {
+    if (this.settings.refillDelayMs <= 0) {
+      this.refill(pool);
       return;
     }
+    if (pool.refillTimer) return;
     pool.refillTimer = setTimeout(() => {
       pool.refillTimer = undefined;
-      this.refill(pool);
+      const quiet = Date.now() - this.lastTakeAt >= this.settings.refillDelayMs;
+      if (quiet || Date.now() - firstTake >= REFILL_DEFER_MAX_MS) this.refill(pool);
+      else this.refillSoon(pool, firstTake);
     }, this.settings.refillDelayMs);
     pool.refillTimer.unref();
   }
@@ -222,7 +359,7 @@ export class WarmPool {
   /** Tops the pool up to size, one bulk request per batch; at most one refill per pool at a time. */
   private refill(pool: Pool): void {
     if (pool.closed || pool.filling || Date.now() < pool.retryAt) return;
-    if (pool.ready.length >= this.settings.size) return;
+    if (pool.ready.length >= this.target(pool) || this.hostRoom() === 0) return;
     // Background work: its Neutron calls are not the Docker call's that happened to start it.
     pool.filling = runDetached(() => this.fill(pool))
       .catch((err) => this.failed(pool, 'refilling', err))
@@ -232,10 +369,48 @@ export class WarmPool {
   }
 
   private async fill(pool: Pool): Promise<void> {
-    while (!pool.closed && pool.ready.length < this.settings.size) {
-      const count = Math.min(this.settings.batch, this.settings.size - pool.ready.length);
-      let ports: Port[];
-      const batch = `kuryr-pool ${randomUUID()}`;
+    for (;;) {
+      // Ports other batches are making count as on their way.
+      const wanted = Math.max(this.target(pool) - pool.ready.length, pool.waiters.length) - pool.making;
+      const count = Math.min(this.settings.batch, wanted, this.hostRoom());
+      if (pool.closed || count <= 0) {
+        if (pool.making === 0) this.release(pool); // bounded: whoever still waits makes a port of their own
+        return;
+      }
+      if (!(await this.makeBatch(pool, count))) return;
+    }
+  }
+
+  /**
+   * Starts waiting beyond the ports being made (a burst outgrowing the batch in flight) get a
+   * batch of their own, gathered for a moment, up to BATCHES_AT_ONCE per pool.
+   */
+  private growForWaiters(pool: Pool): void {
+    if (pool.closed || pool.gatheringExtra || pool.extra.size + 1 >= BATCHES_AT_ONCE) return;
+    pool.gatheringExtra = true;
+    setTimeout(() => {
+      pool.gatheringExtra = false;
+      const count = Math.min(this.settings.batch, pool.waiters.length - pool.making, this.hostRoom());
+      if (pool.closed || count <= 0 || Date.now() < pool.retryAt) return;
+      const batch: Promise<void> = runDetached(() => this.makeBatch(pool, count))
+        .then(() => undefined)
+        .catch((err) => this.failed(pool, 'creating warm-pool ports', err))
+        .finally(() => {
+          pool.extra.delete(batch);
+          // Its ports went to the waiters; the refill loop tops up what is left.
+          this.refill(pool);
+        });
+      pool.extra.add(batch);
+    }, BURST_GATHER_MS).unref();
+  }
+
+  /** One bulk create, plugged, into the pool (waiting starts first); false when it failed. */
+  private async makeBatch(pool: Pool, count: number): Promise<boolean> {
+    let ports: Port[];
+    const batch = `kuryr-pool ${randomUUID()}`;
+    this.creating += count;
+    pool.making += count;
+    try {
       try {
         ports = await this.backend.create(pool.spec, count, batch);
       } catch (err) {
@@ -247,31 +422,43 @@ export class WarmPool {
           () => void this.reconcile(pool, batch).catch(() => undefined),
           this.settings.retryMs,
         ).unref();
-        return;
+        return false;
+      } finally {
+        this.creating -= count;
       }
       if (ports.length === 0) {
         this.failed(pool, 'creating warm-pool ports', new Error('Neutron created no ports'));
-        return;
+        return false;
       }
       try {
         await this.backend.plug(ports);
       } catch (err) {
         this.failed(pool, 'plugging warm-pool ports', err);
         await Promise.all(ports.map((p) => this.backend.remove(p).catch(() => undefined)));
-        return;
+        return false;
       }
       if (pool.closed) {
         // Drained while this batch was being made: it goes too.
         await Promise.all(ports.map((p) => this.backend.remove(p).catch(() => undefined)));
-        return;
+        return false;
       }
       for (const port of ports) this.add(pool, port);
+      return true;
+    } finally {
+      pool.making -= count;
     }
   }
 
   private add(pool: Pool, port: Port): void {
     if (this.owned.has(port.id)) return; // already held or handed out: never twice
     this.owned.set(port.id, Date.now());
+    const waiter = pool.waiters.shift();
+    if (waiter) {
+      // A start is waiting for it: straight to that start (Join waits for ACTIVE, as without a pool).
+      clearTimeout(waiter.timer);
+      waiter.resolve(port);
+      return;
+    }
     const entry: Ready = { port, active: port.status === 'ACTIVE' };
     pool.ready.push(entry);
     if (!entry.active) void runDetached(() => this.watch(pool, entry));
@@ -294,6 +481,7 @@ export class WarmPool {
   }
 
   private failed(pool: Pool, doing: string, err: unknown): void {
+    this.release(pool);
     pool.retryAt = Date.now() + this.settings.retryMs;
     setTimeout(() => this.refill(pool), this.settings.retryMs).unref();
     this.hooks.warn(`warm pool: ${doing} failed; trying again in ${this.settings.retryMs / 1000} s`, {
@@ -321,10 +509,11 @@ export class WarmPool {
    * again if the host rebooted), beyond `size` per network, or all with the pool off, deleted.
    */
   async adopt(): Promise<{ adopted: number; removed: number }> {
-    // A port whose veth a container holds was taken just before a crash: it is not free. Ports
-    // this process already holds or handed out are not adopted either.
+    // A port given to an endpoint just before a crash (its veth records the endpoint, or a
+    // container holds it) is not free. Ports this process already holds or handed out are not
+    // adopted either.
     const mine = (await this.backend.listMine()).filter(
-      (p) => !this.backend.inContainer(p) && !this.owned.has(p.id),
+      (p) => !this.backend.claimed(p) && !this.owned.has(p.id),
     );
     const surplus: Port[] = [];
     const groups = new Map<string, Port[]>();
@@ -338,7 +527,7 @@ export class WarmPool {
       const spec = specOf(first);
       const usable = this.enabled && !this.closing && !spec.subnetIds.some((id) => this.drained.has(id));
       const pool = usable ? this.poolFor(spec) : undefined;
-      const room = pool ? Math.max(0, this.settings.size - pool.ready.length) : 0;
+      const room = pool ? Math.min(this.hostRoom(), Math.max(0, this.target(pool) - pool.ready.length)) : 0;
       const keep = ports.slice(0, room);
       surplus.push(...ports.slice(room));
       if (!pool || keep.length === 0) continue;
@@ -351,7 +540,7 @@ export class WarmPool {
       }
       // A refill may have run meanwhile: keep no more than size.
       for (const port of keep) {
-        if (pool.closed || pool.ready.length >= this.settings.size) surplus.push(port);
+        if (pool.closed || pool.ready.length >= this.target(pool)) surplus.push(port);
         else {
           this.add(pool, port);
           adopted++;
@@ -379,21 +568,45 @@ export class WarmPool {
    * Deletes every pool and makes no new ones (shutdown). Then this host's pool ports Neutron still
    * has and this process does not know (a bulk create that answered too late) go too, except
    * those handed out to containers.
+   *
+   * Bounded by deadlineMs: a stopping daemon has a few seconds (Docker SIGKILLs a managed plugin
+   * 10 s after SIGTERM), and a busy Neutron deletes a port in ~0.3-1 s. Past it the deletions not
+   * yet sent are dropped: those ports stay tagged as this host's pool ports, and the next kuryr on
+   * this host adopts them (as after a crash) or `kuryr gc` removes them.
    */
-  async close(): Promise<void> {
+  async close(deadlineMs = Number.POSITIVE_INFINITY): Promise<void> {
     this.closing = true;
-    await this.drain(() => true);
-    if (!this.enabled) return;
-    const strays = (await this.backend.listMine()).filter(
-      (p) => !this.owned.has(p.id) && !this.backend.inContainer(p),
+    clearTimeout(this.shrinkTimer);
+    const work = (async () => {
+      await this.drain(() => true);
+      if (!this.enabled) return;
+      const strays = (await this.backend.listMine()).filter(
+        (p) => !this.owned.has(p.id) && !this.backend.claimed(p),
+      );
+      await this.removeAll(strays);
+    })();
+    if (!Number.isFinite(deadlineMs)) return work;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), deadlineMs);
+    });
+    const outcome = await Promise.race([work.then(() => 'done' as const), late]).finally(() =>
+      clearTimeout(timer),
     );
-    await this.removeAll(strays);
+    if (outcome === 'done') return;
+    const left = this.removals.pendingCount;
+    this.removals.clearQueue(); // their promises never settle: the process is about to exit
+    work.catch(() => undefined);
+    this.hooks.warn(
+      `warm pool: not drained within ${deadlineMs / 1000} s of shutdown; ${left} warm ports left for the next kuryr on this host to adopt (or kuryr gc)`,
+    );
   }
 
   private async drain(which: (pool: Pool) => boolean): Promise<void> {
     const doomed = [...this.pools.values()].filter(which);
     for (const pool of doomed) {
       pool.closed = true;
+      this.release(pool);
       clearTimeout(pool.refillTimer);
       for (const id of pool.spec.subnetIds) this.drained.add(id);
       this.pools.delete(pool.key);
@@ -401,9 +614,37 @@ export class WarmPool {
     }
     await Promise.all(
       doomed.map(async (pool) => {
-        await pool.filling; // a batch in flight is removed by fill() itself
+        // A batch in flight is removed by makeBatch() itself.
+        await Promise.all([pool.filling, ...pool.extra]);
         await this.removeAll(pool.ready.splice(0).map((r) => r.port));
       }),
+    );
+  }
+
+  /** Demand sizing: checks now and then for pools idle long enough to give back ports. */
+  private scheduleShrink(): void {
+    if (this.settings.size > 0 || this.shrinkTimer || this.closing) return;
+    const every = Math.max(1_000, Math.min(60_000, this.settings.idleMs / 4));
+    this.shrinkTimer = setTimeout(() => {
+      this.shrinkTimer = undefined;
+      this.shrinkIdle();
+      if (this.pools.size > 0) this.scheduleShrink();
+    }, every);
+    this.shrinkTimer.unref();
+  }
+
+  /** Pools nobody took from for idleMs keep minSize ports (the unwired ones go first). */
+  private shrinkIdle(): void {
+    const idleSince = Date.now() - this.settings.idleMs;
+    const surplus: Port[] = [];
+    for (const pool of this.pools.values()) {
+      if (pool.closed || pool.lastUsed > idleSince || pool.ready.length <= this.settings.minSize) continue;
+      pool.ready.sort((a, b) => Number(b.active) - Number(a.active));
+      surplus.push(...pool.ready.splice(this.settings.minSize).map((r) => r.port));
+    }
+    if (surplus.length === 0) return;
+    void runDetached(() => this.removeAll(surplus)).catch((err) =>
+      this.hooks.warn('warm pool: giving back idle ports failed', { err: errorMessage(err) }),
     );
   }
 
@@ -434,11 +675,10 @@ const POOL_ACTIVE_WAIT_MS = 120_000;
 
 /** The pool's Neutron and host side: bulk create, veths via the host binder, batched ACTIVE polls. */
 export function neutronPoolBackend(ports: PortBinding): PoolBackend {
-  const neutron = ports.view.neutron;
+  const catalog = ports.catalog;
   return {
     create: (spec, count, batch) =>
-      neutron.createMany(
-        'ports',
+      catalog.createPorts(
         Array.from({ length: count }, () => ({
           network_id: spec.networkId,
           name: POOL_PORT_NAME,
@@ -451,15 +691,15 @@ export function neutronPoolBackend(ports: PortBinding): PoolBackend {
     plug: async (list) => {
       await Promise.all(list.map((p) => ports.plugHost(p)));
     },
-    remove: (port) => ports.remove(port),
+    remove: (port) => ports.release(port),
     listMine: (filter = {}) =>
-      neutron.list('ports', {
+      catalog.reader.list('ports', {
         name: POOL_PORT_NAME,
         'binding:host_id': ports.host,
         network_id: filter.networkId,
         description: filter.batch,
       }),
     waitActive: (portId) => ports.active.wait(portId, POOL_ACTIVE_WAIT_MS),
-    inContainer: (port) => ports.inContainer(port),
+    claimed: (port) => ports.claimed(port),
   };
 }

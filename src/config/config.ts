@@ -56,6 +56,10 @@ export const OPTIONS = {
     // Ours: set IpamDriver RequiresRequestReplay, so Docker replays pool and address requests
     // after it restarts. Two Docker networks then cannot share one CIDR (replays are keyed by it).
     ipam_request_replay: { kind: 'bool', default: false },
+    // Ours: what `--ip-range` becomes. allocation_pool (Docker's meaning): the subnet is --subnet,
+    // its allocation pool the range. subnet (kuryr-libnetwork's layout): the subnet, and its
+    // subnetpool, are the range's CIDR.
+    ip_range_mode: { kind: { choices: ['allocation_pool', 'subnet'] }, default: 'allocation_pool' },
     // Ours: Prometheus /metrics and /healthz, on a unix socket path or host:port ('' = off).
     metrics_listen: { kind: 'string', default: '127.0.0.1:23751' },
   },
@@ -97,6 +101,9 @@ export const OPTIONS = {
     // deadline for kuryr-lib style bind/unbind scripts in [DEFAULT] bindir.
     ovs_bridge: { kind: 'string', default: 'br-int' },
     script_timeout: { kind: 'float', default: 30 },
+    // Ours: seconds after the last container start before endpoints' device_id, name and tags
+    // (recorded on the veth at once) are written to Neutron; at most 10 s after the start.
+    identity_write_delay: { kind: 'float', default: 1 },
   },
   // Ours: a warm pool of ports per Docker network on this host, bound, plugged and ACTIVE before a
   // container asks, so `docker run` needs no port creation and no wait for the L2 agent.
@@ -104,7 +111,17 @@ export const OPTIONS = {
   // With the pool on, kuryr tells Docker it does not need MAC addresses (restart dockerd after
   // turning it on: Docker reads IPAM capabilities once).
   vif_pool: {
+    // Ours: warm ports per Docker network on this host. On by default, sized by demand: an idle
+    // network holds min_size ports, each take in the last demand_window seconds asks for one
+    // more (up to max_size), a network nobody took from for idle_timeout seconds gives back all
+    // but min_size; max_ports bounds the host. `size = N` fixes the size instead.
+    enabled: { kind: 'bool', default: true },
     size: { kind: 'int', default: 0 },
+    min_size: { kind: 'int', default: 2 },
+    max_size: { kind: 'int', default: 20 },
+    max_ports: { kind: 'int', default: 64 },
+    demand_window: { kind: 'int', default: 120 },
+    idle_timeout: { kind: 'int', default: 600 },
     batch: { kind: 'int', default: 10 },
   },
 } as const satisfies Record<string, Record<string, OptionSpec>>;

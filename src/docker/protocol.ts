@@ -22,7 +22,13 @@ export const ActivateResponse = Type.Object({
 export const NetworkCapabilitiesResponse = Type.Object({
   Scope: Type.Union([Type.Literal('local'), Type.Literal('global')]),
   ConnectivityScope: Type.Union([Type.Literal('local'), Type.Literal('global')]),
+  /** Docker ≥ 28: the driver answers GwAllocCheck (older engines ignore the field). */
+  GwAllocChecker: Type.Optional(Type.Boolean()),
 });
+
+/** Docker ≥ 28, before RequestPool: may it skip reserving a gateway address per family? */
+export const GwAllocCheckRequest = Type.Object({ Options: Type.Optional(AnyOptions) });
+export const GwAllocCheckResponse = Type.Object({ SkipIPv4: Type.Boolean(), SkipIPv6: Type.Boolean() });
 
 export const IpamData = Type.Object({
   AddressSpace: Type.Optional(Type.String()),
@@ -31,6 +37,7 @@ export const IpamData = Type.Object({
   AuxAddresses: Type.Optional(Nullable(Type.Record(Type.String(), Type.String()))),
 });
 
+/** IPv4Data is `[]` on a network with IPv4 disabled (Docker ≥ 28 `--ipv4=false`). */
 export const CreateNetworkRequest = Type.Object({
   NetworkID: DockerId,
   Options: AnyOptions,
@@ -144,13 +151,21 @@ export const EmptyResponse = Type.Object({});
 // ---------------------------------------------------------------- well-known option keys
 export const OptionKeys = {
   generic: 'com.docker.network.generic',
+  /** Docker ≥ 28 sends it with every network (false with --ipv4=false). */
+  enableIPv4: 'com.docker.network.enable_ipv4',
   enableIPv6: 'com.docker.network.enable_ipv6',
   internal: 'com.docker.network.internal',
   requestAddressType: 'RequestAddressType',
   gatewayAddressType: 'com.docker.network.gateway',
   macAddress: 'com.docker.network.endpoint.macaddress',
+  /** Docker ≥ 29: the endpoint's name in every endpoint RequestAddress. */
+  endpointName: 'com.docker.network.endpoint.name',
+  endpointSysctls: 'com.docker.network.endpoint.sysctls',
+  endpointIfname: 'com.docker.network.endpoint.ifname',
   exposedPorts: 'com.docker.network.endpoint.exposedports',
   portMap: 'com.docker.network.portmap',
+  /** Docker ≥ 29 in ProgramExternalConnectivity when another endpoint is the IPv6 gateway. */
+  noProxy6To4: 'com.docker.network.driver.private.no_proxy_6to4',
 } as const;
 
 export type ActivateResponse = Static<typeof ActivateResponse>;
@@ -170,6 +185,8 @@ export type JoinResponse = Static<typeof JoinResponse>;
 export type ExternalConnectivityRequest = Static<typeof ExternalConnectivityRequest>;
 export type DiscoveryRequest = Static<typeof DiscoveryRequest>;
 export type NetworkCapabilitiesResponse = Static<typeof NetworkCapabilitiesResponse>;
+export type GwAllocCheckRequest = Static<typeof GwAllocCheckRequest>;
+export type GwAllocCheckResponse = Static<typeof GwAllocCheckResponse>;
 export type IpamCapabilitiesResponse = Static<typeof IpamCapabilitiesResponse>;
 export type AddressSpacesResponse = Static<typeof AddressSpacesResponse>;
 export type RequestPoolRequest = Static<typeof RequestPoolRequest>;
@@ -192,6 +209,8 @@ export interface NetworkDriver {
   endpointOperInfo(req: EndpointRequest): Promise<EndpointOperInfoResponse>;
   join(req: JoinRequest): Promise<JoinResponse>;
   leave(req: EndpointRequest): Promise<EmptyResponse>;
+  /** Docker ≥ 28, when getCapabilities says GwAllocChecker: true. */
+  gwAllocCheck?(req: GwAllocCheckRequest): Promise<GwAllocCheckResponse>;
   programExternalConnectivity?(req: ExternalConnectivityRequest): Promise<EmptyResponse>;
   revokeExternalConnectivity?(req: ExternalConnectivityRequest): Promise<EmptyResponse>;
 }

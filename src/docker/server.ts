@@ -67,7 +67,16 @@ function routes(network: P.NetworkDriver, ipam: P.IpamDriver): Record<string, Ro
     '/IpamDriver.ReleaseAddress': { schema: P.ReleaseAddressRequest, handle: (b) => ipam.releaseAddress(b) },
   };
   // Optional methods: without them Docker gets a 404, which it takes to mean the method is absent.
-  const { programExternalConnectivity: program, revokeExternalConnectivity: revoke } = network;
+  const {
+    gwAllocCheck: gwCheck,
+    programExternalConnectivity: program,
+    revokeExternalConnectivity: revoke,
+  } = network;
+  if (gwCheck)
+    table['/NetworkDriver.GwAllocCheck'] = {
+      schema: P.GwAllocCheckRequest,
+      handle: (b) => gwCheck.call(network, b),
+    };
   if (program)
     table['/NetworkDriver.ProgramExternalConnectivity'] = {
       schema: P.ExternalConnectivityRequest,
@@ -170,4 +179,21 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     });
   }
   return app;
+}
+
+/**
+ * Stops serving Docker: in-flight calls finish, then the listener closes. fastify's close ends
+ * the connections idle at that moment only, and Docker keeps a keep-alive connection open: one
+ * whose call finished after close began would hold it until Docker drops it (minutes). Such
+ * connections are closed as they go idle, and every connection once the deadline passes.
+ */
+export async function closeServer(app: FastifyInstance, deadlineMs: number): Promise<void> {
+  const idle = setInterval(() => app.server.closeIdleConnections(), 100);
+  const hard = setTimeout(() => app.server.closeAllConnections(), deadlineMs);
+  try {
+    await app.close();
+  } finally {
+    clearInterval(idle);
+    clearTimeout(hard);
+  }
 }

@@ -47,8 +47,9 @@ export class NeutronClient {
     this.dispatcher = opts.dispatcher ?? new Agent({ keepAliveTimeout: 30_000, connections: 64 });
   }
 
+  /** Closes the connections (the dispatcher is the client's, even when given: createNeutronClient's). */
   async close(): Promise<void> {
-    if (!this.opts.dispatcher) await this.dispatcher.close();
+    await this.dispatcher.close();
   }
 
   // ------------------------------------------------------------ generic resource operations

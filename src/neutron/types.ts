@@ -1,5 +1,11 @@
 // The Neutron resources we read and write, with only the fields we use.
 
+/** A resource's created_at in ms (Neutron writes UTC without a zone, to the second); NaN if absent. */
+export function createdAtMs(createdAt: string | undefined): number {
+  if (!createdAt) return Number.NaN;
+  return Date.parse(createdAt.endsWith('Z') ? createdAt : `${createdAt}Z`);
+}
+
 export interface Network {
   id: string;
   name: string;

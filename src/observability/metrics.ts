@@ -45,7 +45,7 @@ export class Metrics {
   });
   readonly bindingWaitSeconds = new Histogram({
     name: 'kuryr_port_active_wait_seconds',
-    help: 'Time Join waited for the Neutron port to turn ACTIVE',
+    help: 'Time Join waited for the Neutron port to turn ACTIVE (0 when it already was)',
     buckets: [0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 60],
     registers: [this.registry],
   });
@@ -72,6 +72,18 @@ export class Metrics {
         const s = stats();
         this.set({ state: 'ready' }, s.ready);
         this.set({ state: 'active' }, s.active);
+      },
+    });
+  }
+
+  /** Neutron clean-up queued after `docker network rm`, read at scrape time. */
+  watchTeardowns(pending: () => number): void {
+    new Gauge({
+      name: 'kuryr_teardowns_pending',
+      help: 'Neutron clean-up (warm ports, network, subnets, pool of a removed Docker network) still running in the background',
+      registers: [this.registry],
+      collect() {
+        this.set(pending());
       },
     });
   }

@@ -15,6 +15,44 @@ export interface Check {
 
 const REQUIRED_EXTENSIONS = ['standard-attr-tag', 'subnet_allocation', 'binding'];
 
+/**
+ * Which Neutron backend wires ports on this host, told by what Neutron's agent list shows for it:
+ * ML2/OVN lists each chassis as an "OVN Controller agent" (or "OVN Controller Gateway agent")
+ * whose host is the chassis' hostname, alive while ovn-controller keeps up with the northbound
+ * database; ML2/OVS and ML2/linuxbridge list their L2 agents.
+ */
+const BACKENDS: readonly { backend: string; what: string; type: RegExp }[] = [
+  { backend: 'ML2/OVN', what: 'OVN chassis', type: /^OVN Controller( Gateway)? agent$/i },
+  { backend: 'ML2/OVS', what: 'Open vSwitch agent', type: /^Open vSwitch agent$/i },
+  { backend: 'ML2/linuxbridge', what: 'Linux bridge agent', type: /^Linux bridge agent$/i },
+];
+
+/** The backend found for `host` and whether its agent (or OVN chassis) is alive. */
+async function l2Check(neutron: NeutronClient, host: string): Promise<{ ok: boolean; detail: string }> {
+  const agents = await neutron.list('agents', { host });
+  const found = BACKENDS.flatMap((b) =>
+    agents.filter((a) => a.host === host && b.type.test(a.agent_type)).map((a) => ({ ...b, agent: a })),
+  );
+  const alive = found.filter((f) => f.agent.alive && f.agent.admin_state_up);
+  if (alive.length) {
+    // A dead agent of another backend (the host was switched) is not this host's backend.
+    return {
+      ok: true,
+      detail: alive.map((f) => `${f.backend}: ${f.what} alive on host '${host}'`).join('; '),
+    };
+  }
+  if (found.length) {
+    const dead = found.map((f) => `${f.backend}: ${f.what} ${f.agent.alive ? 'disabled' : 'down'}`);
+    return { ok: false, detail: `${dead.join('; ')} on host '${host}'` };
+  }
+  return {
+    ok: false,
+    detail:
+      `no L2 agent or OVN chassis registered for host '${host}' (looked for ${BACKENDS.map((b) => b.what).join(', ')}): ` +
+      `is it running, and does [DEFAULT] host equal its host (OVN: the chassis' external_ids:hostname)?`,
+  };
+}
+
 export async function statusChecks(
   config: Config,
   neutron: NeutronClient,
@@ -39,20 +77,7 @@ export async function statusChecks(
             detail: `reachable, ${ext.size} extensions (${REQUIRED_EXTENSIONS.join(', ')} present)`,
           };
     }),
-    check('l2-agent', async () => {
-      const agents = (await neutron.list('agents', { host })).filter((a) =>
-        /Linux bridge|Open vSwitch|OVN/i.test(a.agent_type),
-      );
-      const alive = agents.filter((a) => a.alive && a.admin_state_up);
-      return alive.length
-        ? { ok: true, detail: `${alive.map((a) => a.agent_type).join(', ')} alive on host '${host}'` }
-        : {
-            ok: false,
-            detail: agents.length
-              ? `L2 agent on host '${host}' is down`
-              : `no L2 agent registered for host '${host}'`,
-          };
-    }),
+    check('l2-agent', () => l2Check(neutron, host)),
     check('plugin-socket', async () => {
       const socket = config.DEFAULT.plugin_socket;
       if (!socket || !existsSync(socket))

@@ -1,9 +1,13 @@
 // The Docker-facing HTTP layer: routing, body parsing, schema validation and the {"Err"} envelope,
 // exercised through app.inject against fake drivers.
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { buildServer, CONTENT_TYPE } from '../../src/docker/server.js';
+import { Client } from 'undici';
+import { buildServer, CONTENT_TYPE, closeServer } from '../../src/docker/server.js';
 import { DriverError, InvalidRequestError, NotFoundError } from '../../src/util/errors.js';
 import {
   EP_ID,
@@ -422,5 +426,78 @@ describe('docker protocol server', () => {
       assert.equal(res.body, '{}');
       assert.equal(h.network.callsTo('freeNetwork').length, 1);
     });
+  });
+});
+
+describe('closing the server (daemon shutdown)', () => {
+  /** A driver whose CreateNetwork waits until the test lets it go. */
+  class HeldDriver extends FakeNetworkDriver {
+    private enter = () => {};
+    readonly entered = new Promise<void>((r) => {
+      this.enter = r;
+    });
+    letGo = () => {};
+    private readonly released = new Promise<void>((r) => {
+      this.letGo = r;
+    });
+    override async createNetwork(req: Parameters<FakeNetworkDriver['createNetwork']>[0]) {
+      this.enter();
+      await this.released;
+      return super.createNetwork(req);
+    }
+  }
+
+  async function listening(network: HeldDriver): Promise<{ app: FastifyInstance; client: Client }> {
+    const socket = join(mkdtempSync(join(tmpdir(), 'kuryr-close-')), 'p.sock');
+    const { app } = harness(network);
+    await app.listen({ path: socket });
+    // Docker's client keeps its connection open between calls.
+    const client = new Client('http://plugin', { socketPath: socket, keepAliveTimeout: 60_000 });
+    return { app, client };
+  }
+
+  it('a call in flight finishes; the keep-alive connection it leaves does not hold the close', async () => {
+    const network = new HeldDriver();
+    const { app, client } = await listening(network);
+    try {
+      const call = client.request({
+        method: 'POST',
+        path: '/NetworkDriver.CreateNetwork',
+        body: JSON.stringify(validCreateNetwork()),
+      });
+      await network.entered;
+      const t0 = Date.now();
+      const closed = closeServer(app, 30_000);
+      setTimeout(() => network.letGo(), 200);
+      const res = await call;
+      assert.equal(res.statusCode, 200, 'the call in flight got its answer');
+      await res.body.text();
+      await closed;
+      assert.ok(Date.now() - t0 < 5_000, `closed after ${Date.now() - t0} ms`);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('a call that never finishes is cut off at the deadline', async () => {
+    const network = new HeldDriver();
+    const { app, client } = await listening(network);
+    try {
+      const call = client
+        .request({
+          method: 'POST',
+          path: '/NetworkDriver.CreateNetwork',
+          body: JSON.stringify(validCreateNetwork()),
+        })
+        .catch((err: Error) => err);
+      await network.entered;
+      const t0 = Date.now();
+      await closeServer(app, 300);
+      assert.ok(Date.now() - t0 < 3_000, `closed after ${Date.now() - t0} ms`);
+      assert.ok((await call) instanceof Error, 'the connection was closed under the call');
+    } finally {
+      network.letGo();
+      await client.destroy();
+    }
   });
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type PoolBackend, type PoolSpec, WarmPool } from '../../src/cnm/warm-pool.js';
+import { type PoolBackend, type PoolSpec, WarmPool, type WarmPoolSettings } from '../../src/cnm/warm-pool.js';
 import type { Port } from '../../src/neutron/types.js';
 
 const SPEC: PoolSpec = { networkId: 'net-a', subnetIds: ['sub-a4', 'sub-a6'] };
@@ -87,18 +87,30 @@ class FakeBackend implements PoolBackend {
     }
     return this.neutron.has(portId) ? 'ACTIVE' : 'DOWN';
   }
-  inContainer(p: Port): boolean {
+  claimed(p: Port): boolean {
     return this.held.has(p.id);
   }
 }
 
 const warnings: string[] = [];
+/** Fixed size unless overridden; demand sizing tests pass size 0 and the bounds. */
+function settings(over: Partial<WarmPoolSettings> = {}): WarmPoolSettings {
+  return {
+    enabled: true,
+    size: 4,
+    minSize: 2,
+    maxSize: 10,
+    maxPorts: 1_000,
+    demandWindowMs: 60_000,
+    idleMs: 600_000,
+    batch: 3,
+    retryMs: 60_000,
+    refillDelayMs: 0,
+    ...over,
+  };
+}
 function makePool(backend: FakeBackend, size = 4, batch = 3, retryMs = 60_000): WarmPool {
-  return new WarmPool(
-    backend,
-    { size, batch, retryMs, refillDelayMs: 0 },
-    { warn: (m) => void warnings.push(m) },
-  );
+  return new WarmPool(backend, settings({ size, batch, retryMs }), { warn: (m) => void warnings.push(m) });
 }
 
 async function until(what: string, cond: () => boolean, ms = 2000): Promise<void> {
@@ -124,9 +136,9 @@ describe('warm pool', () => {
     assert.deepEqual(taken.fixed_ips.map((f) => f.subnet_id).sort(), ['sub-a4', 'sub-a6']);
   });
 
-  it('is off with size 0: nothing is made, nothing handed out', async () => {
+  it('is off with enabled = false: nothing is made, nothing handed out', async () => {
     const b = new FakeBackend();
-    const pool = makePool(b, 0);
+    const pool = new WarmPool(b, settings({ enabled: false }), { warn: () => undefined });
     assert.equal(pool.enabled, false);
     pool.register(SPEC);
     await sleep(20);
@@ -164,11 +176,9 @@ describe('warm pool', () => {
 
   it('refills a moment after a burst of takes, with one request', async () => {
     const b = new FakeBackend();
-    const pool = new WarmPool(
-      b,
-      { size: 3, batch: 10, retryMs: 60_000, refillDelayMs: 80 },
-      { warn: () => undefined },
-    );
+    const pool = new WarmPool(b, settings({ size: 3, batch: 10, refillDelayMs: 80 }), {
+      warn: () => undefined,
+    });
     pool.register(SPEC);
     await until('filled', () => pool.stats().ready === 3);
     for (let i = 0; i < 3; i++) pool.take('sub-a4');
@@ -176,6 +186,26 @@ describe('warm pool', () => {
     assert.equal(b.createCalls.length, 1, 'no refill while the containers start');
     await until('refilled', () => pool.stats().ready === 3);
     assert.deepEqual(b.createCalls, [3, 3]);
+  });
+
+  it('refills wait for a quiet host: takes on another network put them off (bounded)', async () => {
+    const b = new FakeBackend();
+    const pool = new WarmPool(b, settings({ size: 4, batch: 10, refillDelayMs: 100 }), {
+      warn: () => undefined,
+    });
+    pool.register(SPEC);
+    pool.register(OTHER);
+    await until('both filled', () => pool.stats().ready === 8);
+    const filled = b.createCalls.length;
+    pool.take('sub-a4');
+    for (let i = 0; i < 3; i++) {
+      await sleep(60);
+      pool.take('sub-b4'); // another network's starts keep the host busy
+    }
+    await sleep(60); // 240 ms after the first take, 60 ms after the last
+    assert.equal(b.createCalls.length, filled, 'no refill while starts go on');
+    await until('both refilled', () => pool.stats().ready === 8);
+    assert.deepEqual(b.createCalls.slice(filled).sort(), [1, 3], 'one refill per network');
   });
 
   it('after a failed create it backs off instead of hammering Neutron, and warns', async () => {
@@ -278,6 +308,30 @@ describe('warm pool', () => {
     assert.deepEqual([...b.neutron.keys()], [handedOut.id]);
   });
 
+  it('close(deadline) gives up on a Neutron too slow to delete: the ports left stay for the next daemon', async () => {
+    const b = new FakeBackend();
+    const pool = makePool(b, 10, 10);
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 10);
+    const slow = b.remove.bind(b);
+    b.remove = async (p: Port) => {
+      await sleep(400); // 8 at a time: at 300 ms the first 8 are in flight, the other 2 queued
+      await slow(p);
+    };
+    warnings.length = 0;
+    const t0 = Date.now();
+    await pool.close(300);
+    const took = Date.now() - t0;
+    assert.ok(took < 1_000, `close took ${took} ms`);
+    await sleep(600); // deletions already sent finish; those dropped never start
+    assert.equal(
+      b.neutron.size,
+      2,
+      'the 2 deletions not yet sent at the deadline were dropped, the 8 sent finished',
+    );
+    assert.match(warnings.join('\n'), /not drained within 0.3 s of shutdown; \d+ warm ports left/);
+  });
+
   it('close() drains every pool', async () => {
     const b = new FakeBackend();
     const pool = makePool(b, 2, 2);
@@ -310,7 +364,7 @@ describe('warm pool', () => {
       const p = port(OTHER);
       b.neutron.set(p.id, p);
     }
-    const pool = makePool(b, 0);
+    const pool = new WarmPool(b, settings({ enabled: false }), { warn: () => undefined });
     assert.deepEqual(await pool.adopt(), { adopted: 0, removed: 3 });
     assert.equal(b.neutron.size, 0);
   });
@@ -331,5 +385,123 @@ describe('warm pool', () => {
     pool.registerLater('sub-a6', resolve);
     await sleep(20);
     assert.equal(resolved, 1, 'the other subnet of the same pool is known now');
+  });
+});
+
+describe('warm pool sized by demand (size = 0)', () => {
+  const demand = (b: FakeBackend, over: Partial<WarmPoolSettings> = {}) =>
+    new WarmPool(b, settings({ size: 0, minSize: 2, maxSize: 6, batch: 10, ...over }), {
+      warn: (m) => void warnings.push(m),
+    });
+
+  it('an idle network holds min_size ports', async () => {
+    const b = new FakeBackend();
+    const pool = demand(b);
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 2);
+    await sleep(50);
+    assert.equal(pool.stats().ready, 2);
+    assert.equal(b.neutron.size, 2);
+  });
+
+  it('each recent take asks for one more ready port, up to max_size', async () => {
+    const b = new FakeBackend();
+    const pool = demand(b);
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 2);
+    for (let i = 0; i < 3; i++) pool.take('sub-a4'); // the third finds none ready: demand too
+    // 3 recent takes: 2 + 3 = 5 ready.
+    await until('grown to 5', () => pool.stats().ready === 5);
+    for (let i = 0; i < 10; i++) pool.take('sub-a4');
+    await until('grown to max_size', () => pool.stats().ready === 6);
+    await sleep(50);
+    assert.equal(pool.stats().ready, 6, 'never beyond max_size');
+  });
+
+  it('recent demand expires with the window', async () => {
+    const b = new FakeBackend();
+    const pool = demand(b, { demandWindowMs: 100 });
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 2);
+    pool.take('sub-a4');
+    pool.take('sub-a4');
+    await until('refilled to 4', () => pool.stats().ready === 4);
+    await sleep(150);
+    pool.take('sub-a4'); // the two old takes are out of the window: target 2 + 1 = 3
+    await sleep(50);
+    assert.equal(pool.stats().ready, 3);
+  });
+
+  it('max_ports bounds the host over all networks', async () => {
+    const b = new FakeBackend();
+    const pool = demand(b, { minSize: 3, maxPorts: 4 });
+    pool.register(SPEC);
+    pool.register(OTHER);
+    await until('bounded', () => pool.stats().ready === 4);
+    await sleep(50);
+    assert.equal(pool.stats().ready, 4);
+    assert.equal(b.neutron.size, 4);
+  });
+
+  it('a pool nobody took from for idle_timeout gives back all but min_size', async () => {
+    const b = new FakeBackend();
+    const pool = demand(b, { idleMs: 200, demandWindowMs: 100 });
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 2);
+    let handedOut = 0;
+    for (let i = 0; i < 4; i++) if (pool.take('sub-a4')) handedOut++;
+    await until('grown', () => pool.stats().ready === 6);
+    await until('shrunk to min_size', () => pool.stats().ready === 2, 3_000);
+    await until('surplus deleted in Neutron', () => b.neutron.size === 2 + handedOut, 3_000);
+    await sleep(300);
+    assert.equal(pool.stats().ready, 2, 'stays at min_size while idle');
+  });
+
+  it('a burst on an empty pool shares one bulk request instead of making a port per start', async () => {
+    const b = new FakeBackend();
+    b.createDelayMs = 50;
+    const pool = demand(b, { minSize: 0, maxSize: 10 });
+    pool.register(SPEC);
+    await sleep(20);
+    const got = await Promise.all(Array.from({ length: 6 }, () => pool.takeOrWait('sub-a4', 2_000)));
+    assert.equal(got.filter(Boolean).length, 6, 'every start got a port');
+    assert.equal(new Set(got.map((p) => p?.id)).size, 6, 'never the same port twice');
+    assert.deepEqual(b.createCalls.slice(0, 1), [6], 'one bulk request for the burst');
+  });
+
+  it('starts that outgrow the batch in flight get a batch of their own at once, not after it', async () => {
+    const b = new FakeBackend();
+    b.createDelayMs = 200;
+    const pool = demand(b, { minSize: 0, maxSize: 20, batch: 10 });
+    pool.register(SPEC);
+    await sleep(20);
+    const t0 = Date.now();
+    const first = Array.from({ length: 3 }, () => pool.takeOrWait('sub-a4', 5_000));
+    await sleep(80); // the first batch (3) is in flight
+    const second = Array.from({ length: 8 }, () => pool.takeOrWait('sub-a4', 5_000));
+    const got = await Promise.all([...first, ...second]);
+    const ms = Date.now() - t0;
+    assert.equal(got.filter(Boolean).length, 11, 'every start got a port');
+    assert.equal(new Set(got.map((p) => p?.id)).size, 11, 'never the same port twice');
+    assert.deepEqual(b.createCalls.slice(0, 2), [3, 8], 'one batch per wave');
+    assert.equal(b.maxInFlight, 2, 'the second wave did not wait for the first batch');
+    assert.ok(ms < 2 * 200 + 80, `both waves served in ${ms} ms, less than two creates one after the other`);
+  });
+
+  it('waiting starts are let go when the batch fails, or when their wait runs out', async () => {
+    const b = new FakeBackend();
+    b.createDelayMs = 50;
+    b.failCreate = new Error('Neutron 503');
+    const pool = demand(b, { minSize: 0 });
+    pool.register(SPEC);
+    await sleep(80);
+    assert.equal(await pool.takeOrWait('sub-a4', 2_000), undefined, 'a failed batch lets them go at once');
+    const slow = new FakeBackend();
+    slow.createDelayMs = 500;
+    const pool2 = demand(slow, { minSize: 0 });
+    pool2.register(SPEC);
+    const t0 = Date.now();
+    assert.equal(await pool2.takeOrWait('sub-a4', 100), undefined);
+    assert.ok(Date.now() - t0 < 400, 'the wait is bounded');
   });
 });

@@ -1,12 +1,11 @@
-// NeutronView's background writes (a warm port's endpoint identity): ordered per port, retried on
+// WriteBehind: background writes (a warm port's endpoint identity): ordered per port, retried on
 // 5xx and dropped connections, never on 4xx, silent when the port is gone, awaited by `settled`.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { NeutronView } from '../../src/cnm/neutron-view.js';
-import type { NeutronClient } from '../../src/neutron/client.js';
+import { WriteBehind } from '../../src/cnm/write-behind.js';
 import { NeutronApiError, NeutronUnavailableError } from '../../src/neutron/errors.js';
 
-const view = () => new NeutronView({} as NeutronClient);
+const view = () => new WriteBehind();
 const apiError = (status: number, type: string) =>
   new NeutronApiError(status, type, 'x', 'PUT', '/v2.0/ports/p');
 
@@ -19,7 +18,7 @@ describe('write-behind', () => {
     ];
     let attempts = 0;
     const warnings: string[] = [];
-    v.writeBehind(
+    v.enqueue(
       'p1',
       'recording',
       async () => {
@@ -37,7 +36,7 @@ describe('write-behind', () => {
   it('a delayed write waits its time, but settled() starts it at once', async () => {
     const v = view();
     let ran = 0;
-    v.writeBehind(
+    v.enqueue(
       'p4',
       'later',
       async () => void ran++,
@@ -52,11 +51,69 @@ describe('write-behind', () => {
     assert.ok(Date.now() - t0 < 1000, 'did not wait for the delay');
   });
 
+  it('cancel() drops a write not yet started, at once, and waits for one in flight', async () => {
+    const v = view();
+    let ran = 0;
+    v.enqueue(
+      'p5',
+      'later',
+      async () => void ran++,
+      () => undefined,
+      60_000,
+    );
+    const t0 = Date.now();
+    await v.cancel('p5');
+    assert.equal(ran, 0, 'dropped');
+    assert.ok(Date.now() - t0 < 1000, 'did not wait for the delay');
+    let finished = false;
+    v.enqueue(
+      'p6',
+      'now',
+      async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        finished = true;
+      },
+      () => undefined,
+    );
+    await new Promise((r) => setTimeout(r, 20)); // in flight
+    await v.cancel('p6');
+    assert.ok(finished, 'the write in flight was waited for');
+    let later = 0;
+    v.enqueue(
+      'p5',
+      'after the cancel',
+      async () => void later++,
+      () => undefined,
+    );
+    await v.settled('p5');
+    assert.equal(later, 1, 'writes queued after a cancel run');
+  });
+
+  it('a delayed write waits until starts pause (touch), bounded', async () => {
+    const v = view();
+    let ran = 0;
+    v.enqueue(
+      'p7',
+      'after the burst',
+      async () => void ran++,
+      () => undefined,
+      100,
+    );
+    for (let i = 0; i < 3; i++) {
+      await new Promise((r) => setTimeout(r, 60));
+      v.touch(); // another start
+    }
+    await new Promise((r) => setTimeout(r, 60)); // 240 ms after queueing, 60 after the last start
+    assert.equal(ran, 0, 'not during the burst');
+    await new Promise((r) => setTimeout(r, 120));
+    assert.equal(ran, 1, 'once the starts paused');
+  });
+
   it('gives up on a 4xx at once and says what failed', async () => {
     const v = view();
     let attempts = 0;
     const warnings: string[] = [];
-    v.writeBehind(
+    v.enqueue(
       'p2',
       'recording endpoint e on port p2',
       async () => {
@@ -75,7 +132,7 @@ describe('write-behind', () => {
     const v = view();
     const order: string[] = [];
     const warnings: string[] = [];
-    v.writeBehind(
+    v.enqueue(
       'p3',
       'first',
       async () => {
@@ -84,7 +141,7 @@ describe('write-behind', () => {
       },
       (m) => warnings.push(m),
     );
-    v.writeBehind(
+    v.enqueue(
       'p3',
       'second',
       async () => {

@@ -1,0 +1,104 @@
+// Neutron writes Docker need not wait for (a warm port's endpoint identity): run a little later,
+// in order per port, retried on 5xx and dropped connections. Calls about the same port start the
+// pending write at once and wait for it (`settled`), so nothing reads a port half-written.
+import { NeutronApiError } from '../neutron/errors.js';
+import { runDetached } from '../util/context.js';
+
+/** A delayed write waits for a quiet moment at most this long after it was queued. */
+const MAX_DEFER_MS = 10_000;
+
+export class WriteBehind {
+  /** When a start last touched the queue: delayed writes wait until starts pause. */
+  private lastActivity = 0;
+  /** The last queued write per port, and how to start the waiting one early. */
+  private readonly writes = new Map<string, Promise<void>>();
+  private readonly startNow = new Map<string, () => void>();
+  /** Ports whose writes not yet started are dropped (their endpoint is going). */
+  private readonly cancelled = new Set<string>();
+
+  /**
+   * Queues `write` for `portId`, `delayMs` after the last start (`touch`); failures are reported
+   * through `onFail`.
+   */
+  enqueue(
+    portId: string,
+    what: string,
+    write: () => Promise<unknown>,
+    onFail: (msg: string) => void,
+    delayMs = 0,
+  ): void {
+    const previous = this.writes.get(portId) ?? Promise.resolve();
+    const attempt = async () => {
+      if (this.cancelled.has(portId)) return;
+      for (let i = 0; ; i++) {
+        try {
+          await write();
+          return;
+        } catch (err) {
+          if (err instanceof NeutronApiError && err.isNotFound) return; // the port went meanwhile
+          if (i >= 2 || (err instanceof NeutronApiError && err.httpStatus < 500)) {
+            onFail(`${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 500 * (i + 1)));
+        }
+      }
+    };
+    const due = new Promise<void>((resolve) => {
+      const queued = Date.now();
+      let timer: NodeJS.Timeout;
+      // Due once no start touched the queue for delayMs (a burst's writes wait for its end, when
+      // neutron-server's work no longer competes with the starts), or MAX_DEFER_MS after queueing.
+      const check = () => {
+        const quietFor = Date.now() - this.lastActivity;
+        if (quietFor >= delayMs || Date.now() - queued >= MAX_DEFER_MS) resolve();
+        else timer = setTimeout(check, delayMs - quietFor);
+      };
+      timer = setTimeout(check, delayMs);
+      this.startNow.set(portId, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    const done: Promise<void> = runDetached(() => previous.then(() => due).then(attempt))
+      .catch(() => undefined) // attempt() reports through onFail; nothing may reject unhandled
+      .finally(() => {
+        if (this.writes.get(portId) === done) {
+          this.writes.delete(portId);
+          this.startNow.delete(portId);
+        }
+      });
+    this.writes.set(portId, done);
+  }
+
+  /** A start is under way: delayed writes wait until starts pause (see enqueue). */
+  touch(): void {
+    this.lastActivity = Date.now();
+  }
+
+  /** Starts this port's pending writes now and resolves when they are done. */
+  async settled(portId: string): Promise<void> {
+    this.startNow.get(portId)?.();
+    await this.writes.get(portId);
+  }
+
+  /**
+   * Drops this port's writes that have not started (its endpoint is being deleted, and the port
+   * with it: writing its identity first would only make DeleteEndpoint wait) and waits for one
+   * in flight.
+   */
+  async cancel(portId: string): Promise<void> {
+    this.cancelled.add(portId);
+    try {
+      await this.settled(portId);
+    } finally {
+      this.cancelled.delete(portId);
+    }
+  }
+
+  /** Starts all pending writes now and resolves when they are done (shutdown). */
+  async settleAll(): Promise<void> {
+    for (const start of this.startNow.values()) start();
+    await Promise.all(this.writes.values());
+  }
+}
