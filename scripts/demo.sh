@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up everything on this host and shows kuryr working: Neutron all-in-one + Docker
-# (scripts/kuryr-env.sh), the kuryr daemon on /run/docker/plugins/kuryr.sock, then a kuryr
-# network with two containers pinging each other over Neutron.
+# (scripts/kuryr-env.sh; ML2/OVN unless KURYR_ENV_BACKEND=ovs|linuxbridge), the kuryr daemon on
+# /run/docker/plugins/kuryr.sock, then a kuryr network with two containers pinging each other
+# over Neutron.
 #   scripts/demo.sh          bring up and run the demo (the daemon keeps running afterwards)
 #   scripts/demo.sh stop     stop the kuryr daemon started here (services: kuryr-env.sh stop)
 set -Eeuo pipefail
@@ -67,7 +68,8 @@ if [ "${KURYR_ENV_MODE:-noauth}" = noauth ]; then
   say "Neutron port of kuryr-demo-2 (endpoint ${ep2:0:12}):"
   curl -s "$NEUTRON_URL/v2.0/ports?device_id=$ep2&fields=id&fields=status&fields=fixed_ips&fields=binding:host_id&fields=device_owner"; echo
 fi
-# The Linux bridge agent turns a port ACTIVE within ~3 s of its tap appearing: retry briefly.
+# The backend turns a port ACTIVE shortly after its tap appears (OVN: ~0.3 s, the Linux bridge
+# agent: up to ~3 s): retry briefly.
 for i in $(seq 30); do
   if $D exec kuryr-demo-1 ping -c 1 -W 1 "$ip2" >/dev/null 2>&1; then
     $D exec kuryr-demo-1 ping -c 3 "$ip2"
@@ -78,5 +80,5 @@ for i in $(seq 30); do
   fi
   sleep 0.5
 done
-say "FAILED: no ping reply from $ip2; see $LOGFILE and $STATE/log/neutron-agent.log"
+say "FAILED: no ping reply from $ip2; see $LOGFILE and $STATE/log/ (ovn-controller.log, neutron-agent.log)"
 exit 1

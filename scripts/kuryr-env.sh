@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # kuryr-env.sh - local environment for the kuryr libnetwork driver on one
 # Debian 12 host without systemd: dockerd, MariaDB, RabbitMQ, (Keystone),
-# neutron-server (ML2/linuxbridge) and neutron-linuxbridge-agent, all started
-# by hand in the background and listening on 127.0.0.1 only.
+# neutron-server and one Neutron backend (ML2/OVN, ML2/OVS or ML2/linuxbridge),
+# all started by hand in the background and listening on 127.0.0.1 only.
 #
 # Usage: scripts/kuryr-env.sh <install|start|stop|status|restart>
 #   install  apt-get the packages (skipped when installed)
@@ -11,10 +11,16 @@
 #            subnetpools "kuryr"/"kuryr6", write $STATE/neutron.env
 #   stop     stop only what this script started (PID + /proc start time);
 #            stop NAME... stops only those daemons (e.g. neutron-server)
-#   status   daemons up/down, Neutron URL, agent liveness; rc 1 if one is down
+#   status   backend, daemons up/down, Neutron URL, agent liveness; rc 1 if one is down
 #   restart  stop + start
 # Environment:
+#   KURYR_ENV_BACKEND=ovn|ovs|linuxbridge  (default ovn) ML2/OVN: OVN NB/SB + northd,
+#                         ovs-vswitchd (userspace datapath) + ovn-controller; ML2/OVS:
+#                         ovs-vswitchd + neutron-openvswitch-agent; ML2/linuxbridge: the
+#                         Linux bridge agent. `start` with another backend than the running
+#                         one stops its agent, reconfigures and restarts neutron-server.
 #   KURYR_ENV_KEYSTONE=1  Keystone auth (user kuryr, admin on project service)
+#   KURYR_ENV_DOCKER=20.10|26  Docker engine (26: Debian 13's docker.io under $STATE/engines/26)
 #   KURYR_ENV_STATE       state dir (default /var/lib/kuryr-env): etc/ log/ run/
 set -Eeuo pipefail
 set +m
@@ -26,6 +32,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${KURYR_ENV_STATE:-/var/lib/kuryr-env}
 ETC=$STATE/etc LOG=$STATE/log RUN=$STATE/run
 KEYSTONE=${KURYR_ENV_KEYSTONE:-0}
+BACKEND=${KURYR_ENV_BACKEND:-ovn}
 MODE=$([ "$KEYSTONE" = 1 ] && echo keystone || echo noauth)
 HOST=$(hostname)                       # agent host == binding:host_id
 IP=127.0.0.1
@@ -36,11 +43,18 @@ PHYS=kenv-phys0 PHYS_PEER=kenv-phys1   # physnet1 (flat); peer stays down
 PY=/usr/bin/python3 DOCKER=/usr/bin/docker
 IMAGE=kuryr-test/busybox:latest
 POOL4=10.10.0.0/16 POOL6=fd4b:7572:7972::/48   # ULA global id = "Kuryr"
-DAEMONS="dockerd mariadb epmd rabbitmq keystone neutron-server neutron-agent"
+BASE_DAEMONS="dockerd mariadb epmd rabbitmq keystone neutron-server"
+DAEMONS="$BASE_DAEMONS ovsdb-server ovs-vswitchd ovn-nb ovn-sb ovn-northd ovn-controller neutron-agent"
 PACKAGES=(docker.io busybox-static neutron-server neutron-linuxbridge-agent
   mariadb-server rabbitmq-server python3-pymysql iputils-arping iproute2
-  ebtables ipset conntrack openvswitch-switch)
+  ebtables ipset conntrack openvswitch-switch ethtool)
 [ "$KEYSTONE" = 0 ] || PACKAGES+=(keystone python3-keystoneclient)
+case $BACKEND in
+  ovn) PACKAGES+=(ovn-central ovn-host) ;;
+  ovs) PACKAGES+=(neutron-openvswitch-agent) ;;
+  linuxbridge) ;;
+  *) printf '[kuryr-env] ERROR: KURYR_ENV_BACKEND=%s: use ovn, ovs or linuxbridge\n' "$BACKEND" >&2; exit 2 ;;
+esac
 RUN_AS_RABBIT=(setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups env HOME=/var/lib/rabbitmq)
 TOKEN="" AGENT_SINCE=0
 declare -A LAUNCHED=()
@@ -50,6 +64,7 @@ die() { say "ERROR: $*"; exit 1; }
 now() { date +%s%3N; }
 since() { local d=$(($(now) - $1)); printf '%d.%03ds' $((d / 1000)) $((d % 1000)); }
 timed() { local t0; t0=$(now); "$@"; say "step $1: $(since "$t0")"; }
+. "$HERE/env/engine.sh"   # KURYR_ENV_DOCKER=20.10|26: which dockerd
 
 # ---- processes: $RUN/<name>.pid holds "pid starttime" ---------------------
 starttime() { # prints the start time (clock ticks after boot); fails for gone or zombie pids
@@ -61,7 +76,9 @@ pidof_() { cut -d' ' -f1 "$RUN/$1.pid"; }
 launch() { # name cmd... ; stdout+stderr -> $LOG/name.log
   local name=$1 pid; shift
   [ -s "$LOG/$name.log" ] && mv -f "$LOG/$name.log" "$LOG/$name.log.1"
-  (cd / && exec setsid "$@" </dev/null >>"$LOG/$name.log" 2>&1) &
+  # Daemons inherit no descriptor but stdio: a caller's lock (flock) must not outlive the caller.
+  (cd / && for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+   exec setsid "$@" </dev/null >>"$LOG/$name.log" 2>&1) &
   pid=$!
   echo "$pid $(starttime "$pid" || echo dead)" > "$RUN/$name.pid"
   LAUNCHED[$name]=$(now)
@@ -127,9 +144,9 @@ probe_rabbitmq() { tcp_open 5672; }
 probe_keystone() { [ "$(http_code "$KEYSTONE_URL/v3")" = 200 ]; }
 probe_neutron-server() { [ "$(http_code "$NEUTRON_URL/v2.0/networks")" = 200 ]; }
 probe_neutron-agent() { agent_info | grep -q '^alive'; }
-agent_info() { # "alive|dead started_at" for this host's agent; alive needs started_at >= AGENT_SINCE
+agent_info() { # [backend] -> "alive|dead started_at" for this host's agent; alive needs started_at >= AGENT_SINCE
   curl -s -m 5 ${TOKEN:+-H "X-Auth-Token: $TOKEN"} \
-    "$NEUTRON_URL/v2.0/agents?binary=neutron-linuxbridge-agent&host=$HOST" | $PY -c '
+    "$NEUTRON_URL/v2.0/agents?binary=$(agent_binary "${1:-$BACKEND}")&host=$HOST" | $PY -c '
 import calendar, json, sys, time
 try:
     a = json.load(sys.stdin)["agents"]
@@ -137,6 +154,9 @@ except Exception:
     sys.exit("unknown (no answer from neutron-server)")
 if not a:
     sys.exit("not registered")
+if "started_at" not in a[0]:  # an OVN chassis: alive while ovn-controller follows the NB config
+    print("alive" if a[0]["alive"] else "dead", "chassis=%s" % a[0]["id"])
+    sys.exit(0)
 t = calendar.timegm(time.strptime(a[0]["started_at"], "%Y-%m-%d %H:%M:%S"))
 ok = a[0]["alive"] and t >= int(sys.argv[1])
 print("alive" if ok else "dead", "started_at=%sZ" % a[0]["started_at"].replace(" ", "T"))' "$AGENT_SINCE"
@@ -151,6 +171,9 @@ keystone_token() { # user password -> token scoped to project service
     "{\"auth\":{\"identity\":{\"methods\":[\"password\"],\"password\":{\"user\":{\"name\":\"$1\",\"domain\":{\"name\":\"Default\"},\"password\":\"$2\"}}},\"scope\":{\"project\":{\"name\":\"service\",\"domain\":{\"name\":\"Default\"}}}}}" \
     | awk 'tolower($1) == "x-subject-token:" { print $2 }' | tr -d '\r'
 }
+
+# shellcheck source=env/backends.sh
+. "$HERE/env/backends.sh"
 
 # ---- install + config ---------------------------------------------------------
 cmd_install() {
@@ -188,9 +211,8 @@ bind_host = $IP
 bind_port = 9696
 auth_strategy = $MODE
 core_plugin = ml2
-service_plugins = trunk
 allow_overlapping_ips = true
-api_workers = 0
+api_workers = $(api_workers)
 rpc_workers = 1
 rpc_state_report_workers = 0
 graceful_shutdown_timeout = 5
@@ -199,6 +221,7 @@ notify_nova_on_port_data_changes = false
 transport_url = rabbit://guest:guest@$IP:5672/
 state_path = $STATE/neutron
 api_paste_config = /etc/neutron/api-paste.ini
+global_physnet_mtu = 1500
 [agent]
 root_helper = sudo neutron-rootwrap /etc/neutron/rootwrap.conf
 report_interval = 10
@@ -218,18 +241,10 @@ password = $NEUTRON_SVC_PW
 region_name = RegionOne
 [oslo_concurrency]
 lock_path = $STATE/neutron/lock
-[ml2]
-type_drivers = flat,vxlan,local
-tenant_network_types = vxlan
-mechanism_drivers = linuxbridge,l2population
-extension_drivers = port_security
-[ml2_type_flat]
-flat_networks = physnet1
-[ml2_type_vxlan]
-vni_ranges = 1:1000
 [securitygroup]
 enable_security_group = true
 enable_ipset = true
+$(write_backend_config)
 EOF
   # agent-only options; unicast VXLAN (l2pop, no group) on the private VTEP
   cat > "$ETC/linuxbridge_agent.ini" <<EOF
@@ -256,10 +271,12 @@ key_repository = $STATE/keystone/fernet-keys
 [credential]
 key_repository = $STATE/keystone/credential-keys
 EOF
+  write_agent_configs
   umask 022
 }
 
 setup_host() {
+  mkdir -p /run/openvswitch   # exists on every backend (a managed plugin may bind-mount it)
   ip link show "$VTEP" >/dev/null 2>&1 || ip link add "$VTEP" type veth peer name "$VTEP_PEER"
   ip link show "$PHYS" >/dev/null 2>&1 || ip link add "$PHYS" type veth peer name "$PHYS_PEER"
   local d; for d in $VTEP $VTEP_PEER $PHYS $PHYS_PEER; do sysctl -qw "net.ipv6.conf.$d.disable_ipv6=1"; done
@@ -272,13 +289,15 @@ setup_host() {
 
 # ---- services -----------------------------------------------------------------
 launch_base() {   # no waiting here: dockerd, MariaDB and RabbitMQ boot in parallel
-  spawn dockerd /usr/sbin/dockerd --iptables=false --ip6tables=false
+  engine_prepare; engine_dockerd_argv; engine_switch
+  spawn dockerd "${ENGINE_DOCKERD[@]}"
   install -d -o mysql -g mysql /run/mysqld
   spawn mariadb /usr/sbin/mariadbd --user=mysql --bind-address=$IP --port=3306 \
     --skip-name-resolve --innodb-buffer-pool-size=64M --performance-schema=OFF
   spawn epmd "${RUN_AS_RABBIT[@]}" /usr/bin/epmd -address $IP
   await epmd 10
   # RUNNING_UNDER_SYSTEMD makes rabbitmq-server exec erl: the recorded pid is beam.smp
+  launch_ovs
   spawn rabbitmq "${RUN_AS_RABBIT[@]}" RUNNING_UNDER_SYSTEMD=1 RABBITMQ_NODE_IP_ADDRESS=$IP ERL_EPMD_ADDRESS=$IP \
     "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}" \
     /usr/lib/rabbitmq/bin/rabbitmq-server
@@ -335,6 +354,22 @@ start_keystone() {
   [ -n "$TOKEN" ] || die "no token for user kuryr from $KEYSTONE_URL, see $LOG/keystone.log"
 }
 
+# Another backend running: stop its agent/controllers and neutron-server (reconfigured below).
+# Records the backend before anything of it starts, so a start that fails half-way is switched
+# away from properly next time.
+switch_backend() {
+  local cur; cur=$(running_backend)
+  if [ -n "$cur" ] && [ "$cur" != "$BACKEND" ]; then
+    say "switching backend: $cur -> $BACKEND"
+    stop_backend "$cur" switch
+    stop_one neutron-server 30
+    # What Neutron made under another backend has no OVN counterpart (a security group without
+    # its port group: port creates fail with a 500, or traffic is dropped): synced once it runs.
+    [ "$BACKEND" != ovn ] || touch "$RUN/ovn-sync"
+  fi
+  echo "$BACKEND" > "$RUN/backend"
+}
+
 start_neutron() {
   await rabbitmq 120
   if running neutron-server && [ "$(cat "$RUN/mode" 2>/dev/null)" != "$MODE" ]; then
@@ -344,15 +379,13 @@ start_neutron() {
   spawn neutron-server /usr/bin/neutron-server --config-file "$ETC/neutron.conf" --log-file "$LOG/neutron-server.log"
   [ -z "${LAUNCHED[neutron-server]:-}" ] || echo "$MODE" > "$RUN/mode"
   await neutron-server 120
-  # a stopped agent stays "alive" in the DB for 75s: require a fresh started_at
-  running neutron-agent || AGENT_SINCE=$(($(date +%s) - 1))
-  spawn neutron-agent $PY "$HERE/env/lb-agent-launcher.py" --config-file "$ETC/neutron.conf" \
-    --config-file "$ETC/linuxbridge_agent.ini" --log-file "$LOG/neutron-agent.log"
-  await neutron-agent 90
+  sync_ovn
+  # a stopped agent stays "alive" in the DB for 75s: start_l2 requires a fresh started_at
+  start_l2
 }
 
 build_image() {
-  await dockerd 60
+  await dockerd 60; engine_check
   $DOCKER image inspect "$IMAGE" >/dev/null 2>&1 && return 0
   local root; root=$(mktemp -d)
   mkdir -p "$root/bin" "$root/etc" "$root/proc" "$root/sys" "$root/dev" "$root/tmp"
@@ -391,9 +424,12 @@ mkdirs() { mkdir -p "$ETC" "$LOG" "$RUN" "$STATE/neutron/lock" "$STATE/keystone"
 cmd_start() {
   local t0; t0=$(now)
   timed cmd_install
+  timed switch_backend
   timed write_configs
   timed setup_host
   timed launch_base
+  timed setup_ovs
+  timed start_ovn_central
   timed setup_databases
   timed start_keystone
   timed start_neutron
@@ -401,21 +437,25 @@ cmd_start() {
   timed ensure_pool kuryr "$POOL4" 24 4
   timed ensure_pool kuryr6 "$POOL6" 64 6
   write_env
-  say "start done in $(since "$t0") (mode $MODE); env: $STATE/neutron.env"
+  say "start done in $(since "$t0") (mode $MODE, backend $BACKEND); env: $STATE/neutron.env"
 }
 
 cmd_stop() {
-  local t0 n; t0=$(now)
-  stop_one neutron-agent 30; stop_one neutron-server 30; stop_one keystone 20
-  stop_one rabbitmq 60; stop_one epmd 10; stop_one mariadb 60; stop_one dockerd 60
-  rm -f "$RUN/mode"
+  local t0 n ovs=0; t0=$(now)
+  [ ! -f "$RUN/ovs-vswitchd.pid" ] || ovs=1
+  stop_one neutron-agent 30; stop_one ovn-controller 30; stop_one neutron-server 30
+  stop_one ovn-northd 10; stop_one ovn-sb 10; stop_one ovn-nb 10; stop_one ovs-vswitchd 30; stop_one ovsdb-server 10
+  [ $ovs = 0 ] || remove_netdev_taps
+  stop_one keystone 20; stop_one rabbitmq 60; stop_one epmd 10; stop_one mariadb 60; stop_one dockerd 60
+  rm -f "$RUN/mode" "$RUN/backend"
   for n in $DAEMONS; do ! running "$n" || die "$n still running"; done
   say "stop done in $(since "$t0") (veths, bridges and agent iptables rules left in place)"
 }
 
 cmd_status() {
-  local n rc=0 mode; mode=$(cat "$RUN/mode" 2>/dev/null || echo none)
-  for n in $DAEMONS; do
+  local n rc=0 mode backend; mode=$(cat "$RUN/mode" 2>/dev/null || echo none)
+  backend=$(running_backend); echo "backend: ${backend:-none}"
+  for n in $BASE_DAEMONS $(backend_daemons "${backend:-$BACKEND}"); do
     if running "$n"; then printf '%-15s up    pid %s\n' "$n" "$(pidof_ "$n")"
     elif "probe_$n" >/dev/null 2>&1; then printf '%-15s up    (not started by kuryr-env)\n' "$n"
     elif [ "$n" = keystone ] && [ "$mode" != keystone ]; then printf '%-15s down  (not needed in mode %s)\n' "$n" "$mode"
@@ -426,9 +466,10 @@ cmd_status() {
     . "$ETC/secrets.env"; TOKEN=$(keystone_token kuryr "$KURYR_PW")
   fi
   echo "neutron: $NEUTRON_URL (mode $mode) GET /v2.0/networks -> HTTP $(http_code "$NEUTRON_URL/v2.0/networks")"
-  local a; a=$(agent_info 2>&1) || true
-  echo "agent: neutron-linuxbridge-agent host=$HOST $a"
+  local a; a=$(agent_info "${backend:-$BACKEND}" 2>&1) || true
+  echo "agent: $(agent_binary "${backend:-$BACKEND}") host=$HOST $a"
   case $a in alive*) ;; *) rc=1 ;; esac
+  echo "docker: $(engine_running_version) (wanted $(engine_version))"
   echo "env: $STATE/neutron.env   logs: $LOG"
   return $rc
 }
@@ -438,7 +479,12 @@ case "${1:-}" in
   start) need_root; mkdirs; cmd_start ;;
   stop) need_root
     if [ $# -gt 1 ]; then   # stop only the named daemons (fault tests); `start` brings them back
-      shift; for n in "$@"; do [[ " $DAEMONS " == *" $n "* ]] || die "unknown daemon $n ($DAEMONS)"; stop_one "$n" 30; done
+      shift; for n in "$@"; do
+        [[ " $DAEMONS " == *" $n "* ]] || die "unknown daemon $n ($DAEMONS)"
+        # "neutron-agent" is the L2 agent of whatever backend runs: ovn-controller on OVN
+        [ "$n" != neutron-agent ] || n=$(l2_daemon "$(running_backend)")
+        stop_one "$n" 30
+      done
     else cmd_stop; fi ;;
   restart) need_root; cmd_stop; mkdirs; cmd_start ;;
   status) cmd_status ;;
