@@ -5,26 +5,29 @@
 // to this file.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readlinkSync } from 'node:fs';
-import { basename } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { exposedGroupName } from '../../src/cnm/exposed-ports.js';
 import { isKuryrPortOwner, subnetPoolName } from '../../src/cnm/naming.js';
 import type { Network, Port, Subnet } from '../../src/neutron/types.js';
 import {
+  BACKEND_FACTS,
   cleanupDocker,
   containerNet,
   createKuryrNetwork,
+  detectBackend,
   docker,
   dockerFails,
+  expectedBridge,
   HOST,
   hostLinks,
   IMAGE,
+  isIdleWarmPort,
   type KuryrProcess,
   networkId,
   neutron,
   neutronNetworksOf,
   pingUntilReply,
+  pluggedInto,
   pluginCall,
   portOfEndpoint,
   run,
@@ -114,15 +117,6 @@ class Created {
   }
 }
 
-/** The bridge a host link is enslaved to, if any. */
-function masterOf(link: string): string | undefined {
-  try {
-    return basename(readlinkSync(`/sys/class/net/${link}/master`));
-  } catch {
-    return undefined;
-  }
-}
-
 async function sandboxKey(container: string): Promise<string> {
   return docker('inspect', '-f', '{{.NetworkSettings.SandboxKey}}', container);
 }
@@ -137,8 +131,11 @@ async function pingOnce(from: string, ip: string): Promise<boolean> {
   }
 }
 
+/** kuryr's ports on the network that serve containers (not the idle warm pool). */
 const kuryrPortsOn = async (neutronNetId: string) =>
-  (await neutron.list('ports', { network_id: neutronNetId })).filter((p) => isKuryrPortOwner(p.device_owner));
+  (await neutron.list('ports', { network_id: neutronNetId })).filter(
+    (p) => isKuryrPortOwner(p.device_owner) && !isIdleWarmPort(p),
+  );
 
 describe('endpoint on a kuryr network: MTU, host routes, oper info, host side', () => {
   let kuryr: KuryrProcess;
@@ -213,13 +210,13 @@ describe('endpoint on a kuryr network: MTU, host routes, oper info, host side', 
     );
   });
 
-  it('the tap is in brq<network-id[:11]> while the container runs; docker rm -f removes both veth ends', async () => {
+  it('the tap is in brq<network-id[:11]> (br-int with OVS) while the container runs; docker rm -f removes both veth ends', async () => {
     const port = await created.port(c1, netName);
     const tap = `tap${port.id.slice(0, 11)}`;
     assert.deepEqual(await hostLinks(tap), [tap]);
-    assert.equal(masterOf(tap), `brq${neutronNet.id.slice(0, 11)}`);
+    assert.equal(await pluggedInto(tap), await expectedBridge(neutronNet.id));
     assert.equal(port['binding:host_id'], HOST);
-    assert.equal(port['binding:vif_type'], 'bridge');
+    assert.equal(port['binding:vif_type'], BACKEND_FACTS[await detectBackend()].vifType);
     await docker('rm', '-f', c1);
     assert.deepEqual(await hostLinks(tap), []);
     assert.deepEqual(await hostLinks(`t_c${port.id.slice(0, 11)}`), []);
@@ -357,6 +354,7 @@ describe('replayed driver calls are idempotent', () => {
     });
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.equal(res.body.Err, undefined);
+    await portOfEndpoint(endpointId); // (identity written behind)
     const ports = await neutron.list('ports', { device_id: endpointId });
     assert.equal(ports.length, 1, 'exactly one Neutron port carries the endpoint');
     const [port] = ports as [Port];
@@ -368,7 +366,7 @@ describe('replayed driver calls are idempotent', () => {
     assert.equal(port['binding:host_id'], HOST);
     assert.equal((await kuryrPortsOn(neutronNet.id)).length, 1, 'no second port on the network');
     // The running container is not disturbed: its interface is still in the bridge and up.
-    assert.equal(masterOf(`tap${port.id.slice(0, 11)}`), `brq${neutronNet.id.slice(0, 11)}`);
+    assert.equal(await pluggedInto(`tap${port.id.slice(0, 11)}`), await expectedBridge(neutronNet.id));
     assert.equal(await docker('exec', c, 'cat', '/sys/class/net/eth0/address'), port.mac_address);
   });
 });

@@ -1,14 +1,16 @@
 // End-to-end harness: the real Docker CLI (Debian's /usr/bin/docker, matching the daemon), the
 // real Neutron API, and the kuryr daemon built from this tree, serving on Docker's plugin socket.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { dockerIdTags } from '../../src/cnm/naming.js';
+import { dockerIdTags, POOL_PORT_NAME } from '../../src/cnm/naming.js';
+import { DockerEngine } from '../../src/docker/engine.js';
 import { NoAuth } from '../../src/neutron/auth.js';
 import { NeutronClient } from '../../src/neutron/client.js';
 import type { Network, Port } from '../../src/neutron/types.js';
+import { findGarbage, type Garbage } from '../../src/ops/gc.js';
 
 export const DOCKER = '/usr/bin/docker';
 export const IMAGE = 'kuryr-test/busybox:latest';
@@ -20,8 +22,26 @@ const ROOT = new URL('../..', import.meta.url).pathname;
 export const KURYR_BIN = join(ROOT, 'dist/kuryr.mjs');
 const ENV_SCRIPT = join(ROOT, 'scripts/kuryr-env.sh');
 
-/** Starts whatever part of the environment is not running (`kuryr-env.sh start`). */
-export const envStart = () => run(ENV_SCRIPT, ['start'], 300_000);
+const ENV_STATE = process.env.KURYR_ENV_STATE ?? '/var/lib/kuryr-env';
+
+/** The Neutron backend kuryr-env.sh runs (KURYR_ENV_BACKEND, else what it recorded it started). */
+export function envBackend(): string | undefined {
+  if (process.env.KURYR_ENV_BACKEND) return process.env.KURYR_ENV_BACKEND;
+  try {
+    return readFileSync(join(ENV_STATE, 'run/backend'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Starts whatever part of the environment is not running (`kuryr-env.sh start`), on the backend
+ * that runs now: a bare `start` would switch to the script's default backend.
+ */
+export const envStart = () => {
+  const backend = envBackend();
+  return run(ENV_SCRIPT, ['start'], 300_000, backend ? { KURYR_ENV_BACKEND: backend } : {});
+};
 /** Stops one service of the environment (`kuryr-env.sh stop NAME`). */
 export const envStop = (service: string) => run(ENV_SCRIPT, ['stop', service], 120_000);
 
@@ -33,16 +53,71 @@ export async function restartDockerd(): Promise<void> {
 
 export const neutron = new NeutronClient({ auth: new NoAuth(NEUTRON_URL), timeoutMs: 30_000 });
 
-export function run(cmd: string, args: string[], timeoutMs = 120_000): Promise<string> {
+export function run(
+  cmd: string,
+  args: string[],
+  timeoutMs = 120_000,
+  env: Record<string, string> = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${cmd} ${args.join(' ')} failed: ${stderr.trim() || err.message}`));
-      else resolve(stdout.trim());
-    });
+    execFile(
+      cmd,
+      args,
+      { timeout: timeoutMs, maxBuffer: 16 << 20, env: { ...process.env, ...env } },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`${cmd} ${args.join(' ')} failed: ${stderr.trim() || err.message}`));
+        else resolve(stdout.trim());
+      },
+    );
   });
 }
 
-export const docker = (...args: string[]) => run(DOCKER, args);
+export type Backend = 'ovn' | 'ovs' | 'linuxbridge';
+
+/** What each backend binds kuryr's ports as, and the MTU of its tenant networks (1500 underlay). */
+export const BACKEND_FACTS: Record<Backend, { vifType: string; mtu: number; ovs: boolean }> = {
+  ovn: { vifType: 'ovs', mtu: 1442, ovs: true }, // geneve, max_header_size 38
+  ovs: { vifType: 'ovs', mtu: 1450, ovs: true }, // vxlan
+  linuxbridge: { vifType: 'bridge', mtu: 1450, ovs: false }, // vxlan
+};
+
+let backendFound: Promise<Backend> | undefined;
+/** The backend wiring this host's ports, from Neutron's agent list (alive agents on HOST). */
+export function detectBackend(): Promise<Backend> {
+  backendFound ??= (async () => {
+    // What kuryr-env.sh runs now. (Neutron shows a stopped agent alive for 75 s after a switch.)
+    const recorded = `${process.env.KURYR_ENV_STATE ?? '/var/lib/kuryr-env'}/run/backend`;
+    const running = existsSync(recorded) ? readFileSync(recorded, 'utf8').trim() : '';
+    if (running === 'ovn' || running === 'ovs' || running === 'linuxbridge') return running;
+    const alive = (await neutron.list('agents', { host: HOST })).filter((a) => a.alive);
+    const types = alive.map((a) => a.agent_type);
+    if (types.some((t) => /^OVN Controller/.test(t))) return 'ovn';
+    if (types.includes('Open vSwitch agent')) return 'ovs';
+    if (types.includes('Linux bridge agent')) return 'linuxbridge';
+    throw new Error(`no live L2 agent or OVN chassis on host ${HOST} (alive: ${types.join(', ') || 'none'})`);
+  })();
+  return backendFound;
+}
+
+/** ovs-vsctl on the host's Open vSwitch (the OVS backends). */
+export const vsctl = (...args: string[]) => run('ovs-vsctl', ['--timeout=10', ...args]);
+
+/** Names of the ports in an OVS bridge. */
+export async function ovsPorts(bridge = 'br-int'): Promise<string[]> {
+  return (await vsctl('list-ports', bridge)).split('\n').filter(Boolean);
+}
+
+/**
+ * Runs Debian's docker CLI. `docker network rm` also waits until kuryr has removed the networks'
+ * Neutron side, which it does in the background once Docker has its answer.
+ */
+export async function docker(...args: string[]): Promise<string> {
+  if (args[0] !== 'network' || args[1] !== 'rm') return run(DOCKER, args);
+  const ids = await Promise.all(args.slice(2).map((n) => networkId(n).catch(() => undefined)));
+  const out = await run(DOCKER, args);
+  for (const id of ids) if (id) await teardownDone(id);
+  return out;
+}
 
 /** Both halves of the plugin: `-d kuryr --ipam-driver kuryr`. */
 export const KURYR_NET = ['-d', 'kuryr', '--ipam-driver', 'kuryr'];
@@ -130,7 +205,11 @@ export async function startKuryr(extraConfig = '', ready?: () => Promise<boolean
       const exited = () => child.exitCode !== null || child.signalCode !== null;
       if (!exited()) {
         child.kill('SIGTERM');
-        await waitFor('kuryr to exit', async () => exited(), 15_000, 50);
+        await waitFor('kuryr to exit', async () => exited(), 15_000, 50).catch((err: Error) => {
+          // What it was still doing: the newest lines of its log.
+          err.message += `; its log ends with:\n${log().trimEnd().split('\n').slice(-15).join('\n')}`;
+          throw err;
+        });
       }
     },
   };
@@ -181,7 +260,26 @@ export async function pluginCall(
     `http://plugin/${method}`,
   ]);
   const nl = out.lastIndexOf('\n');
-  return { status: Number(out.slice(nl + 1)), body: JSON.parse(out.slice(0, nl) || '{}') };
+  const res = { status: Number(out.slice(nl + 1)), body: JSON.parse(out.slice(0, nl) || '{}') };
+  const id = (body as { NetworkID?: string } | null)?.NetworkID;
+  if (method === 'NetworkDriver.DeleteNetwork' && res.status === 200 && id) await teardownDone(id);
+  return res;
+}
+
+/**
+ * kuryr removes a deleted network's Neutron side in the background, once Docker has its answer (a
+ * Swarm network stays: a node's DeleteNetwork leaves it to the manager's FreeNetwork).
+ */
+async function teardownDone(dockerNetworkId: string): Promise<void> {
+  await waitFor(
+    `Neutron side of Docker network ${dockerNetworkId.slice(0, 12)} gone`,
+    async () =>
+      (await neutronNetworksOf(dockerNetworkId)).every((n) =>
+        n.tags.includes(`kuryr.swarm:${dockerNetworkId.slice(0, 12)}`),
+      ),
+    30_000,
+    100,
+  );
 }
 
 export async function networkId(name: string): Promise<string> {
@@ -215,9 +313,21 @@ export async function containerNet(container: string, network: string): Promise<
   return { endpointId: n.EndpointID, ip: n.IPAddress, ipv6: n.GlobalIPv6Address, mac: n.MacAddress };
 }
 
-export async function portOfEndpoint(endpointId: string): Promise<Port | undefined> {
-  return (await neutron.list('ports', { device_id: endpointId }))[0];
+/**
+ * The endpoint's Neutron port. A warm-pool port gets its endpoint's identity (device_id) written a
+ * moment after the container started, so this waits a little for it.
+ */
+export async function portOfEndpoint(endpointId: string, waitMs = 5_000): Promise<Port | undefined> {
+  const end = Date.now() + waitMs;
+  for (;;) {
+    const [port] = await neutron.list('ports', { device_id: endpointId });
+    if (port || Date.now() > end) return port;
+    await sleep(100);
+  }
 }
+
+/** A warm-pool port no container has taken (kuryr keeps a few per network by default). */
+export const isIdleWarmPort = (p: Port) => p.name === POOL_PORT_NAME && !p.device_id;
 
 export async function waitPortActive(endpointId: string, timeoutMs = 30_000): Promise<Port> {
   return waitFor(
@@ -265,4 +375,69 @@ export async function cleanupDocker(containers: string[], networks: string[]): P
 
 export function uniqueName(prefix: string): string {
   return `${prefix}-${process.pid}-${Math.random().toString(36).slice(2, 7)}`;
+}
+/** A Docker container or network named by uniqueName(). */
+export const TEST_NAME = /-\d+-[0-9a-z]{5}$/;
+
+/** Neutron resources tests make by hand (e2e-*), and the groups --expose makes. */
+export const TEST_MADE_COLLECTIONS = [
+  'ports',
+  'subnets',
+  'networks',
+  'subnetpools',
+  'security-groups',
+] as const;
+export const isTestMade = (r: { name: string }) =>
+  r.name.startsWith('e2e-') || r.name.endsWith('-exposed_ports');
+
+/** What kuryr's gc calls garbage on this host now (no minimum age: no call is in flight). */
+export async function gcGarbage(): Promise<Garbage[]> {
+  const engine = new DockerEngine();
+  try {
+    return await findGarbage(neutron, await engine.networks(), {
+      host: HOST,
+      subnetpoolPrefix: 'kuryrPool',
+      minAgeMs: 0,
+    });
+  } finally {
+    await engine.close();
+  }
+}
+
+/** Where a host link is plugged: its Linux bridge, else the OVS bridge that has it as a port. */
+export async function pluggedInto(link: string): Promise<string | undefined> {
+  try {
+    const master = readlinkSync(`/sys/class/net/${link}/master`).split('/').pop();
+    if (master && master !== 'ovs-system') return master;
+  } catch {
+    // no kernel master: not in a Linux bridge (a netdev OVS bridge reads it with AF_PACKET)
+  }
+  return run('ovs-vsctl', ['--timeout=5', 'port-to-br', link]).catch(() => undefined);
+}
+
+/** Where the running backend plugs the taps of a network: brq<net-id[:11]>, or br-int with OVS. */
+export async function expectedBridge(neutronNetworkId: string): Promise<string> {
+  return BACKEND_FACTS[await detectBackend()].ovs ? 'br-int' : `brq${neutronNetworkId.slice(0, 11)}`;
+}
+
+type MadeKind = 'networks' | 'subnets' | 'subnetpools' | 'ports';
+
+/** Neutron resources a test made itself ("the user's"), deleted in after() even when it fails. */
+export class Made {
+  private readonly items: { collection: MadeKind; id: string }[] = [];
+  add<T extends { id: string }>(collection: MadeKind, r: T): T {
+    this.items.push({ collection, id: r.id });
+    return r;
+  }
+  async cleanup(): Promise<void> {
+    for (const c of ['ports', 'subnets', 'networks', 'subnetpools'] as const)
+      for (const i of this.items.filter((x) => x.collection === c))
+        await neutron.delete(i.collection, i.id).catch(() => false);
+  }
+}
+
+/** Adds `name` to `list` (containers or networks to clean up) and returns it. */
+export function track(list: string[], name: string): string {
+  list.push(name);
+  return name;
 }

@@ -33,6 +33,7 @@ describe('managed plugin (docker plugin create/enable)', () => {
     await docker('plugin', 'rm', '-f', PLUGIN).catch(() => undefined);
     await run(`${ROOT}scripts/build-plugin.sh`, [`${ROOT}build/plugin`], 300_000);
     mkdirSync('/etc/kuryr', { recursive: true }); // the plugin's config mount
+    mkdirSync('/run/openvswitch', { recursive: true }); // and Open vSwitch's (there even without OVS)
     await docker('plugin', 'create', PLUGIN, `${ROOT}build/plugin`);
     await docker(
       'plugin',
@@ -77,7 +78,7 @@ describe('managed plugin (docker plugin create/enable)', () => {
     }
     await pingUntilReply(c1, n2.ip);
     await docker('rm', '-f', c1, c2);
-    for (const n of [n1, n2]) assert.equal(await portOfEndpoint(n.endpointId), undefined);
+    for (const n of [n1, n2]) assert.equal(await portOfEndpoint(n.endpointId, 0), undefined);
     await docker('network', 'rm', net);
     assert.deepEqual(await neutron.list('networks', { id: neutronNet.id }), []);
   });

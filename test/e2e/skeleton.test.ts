@@ -73,8 +73,18 @@ describe('walking skeleton: two containers on a kuryr network', () => {
         [info.ip],
       );
       assert.equal(port.mac_address, info.mac.toLowerCase());
-      for (const tag of dockerIdTags(info.endpointId))
-        assert.ok(port.tags.includes(tag), `endpoint tag ${tag}`);
+      // Docker's IDs are tagged behind the answer (docker run does not wait for them).
+      const tags = dockerIdTags(info.endpointId);
+      const tagged = await waitFor(
+        `port ${port.id} tagged ${tags.join(', ')}`,
+        async () => {
+          const p = await portOfEndpoint(info.endpointId);
+          return p && tags.every((t) => p.tags.includes(t)) ? p : undefined;
+        },
+        10_000,
+        100,
+      );
+      assert.equal(tagged.id, port.id);
       // What the container really has, read inside it.
       const addr = await docker('exec', c, 'ip', '-o', '-4', 'addr', 'show', 'eth0');
       assert.match(addr, new RegExp(`inet ${info.ip.replace(/\./g, '\\.')}/24`));
@@ -93,7 +103,7 @@ describe('walking skeleton: two containers on a kuryr network', () => {
     const portIds = await Promise.all(endpoints.map(async (e) => (await portOfEndpoint(e))?.id ?? ''));
     await docker('rm', '-f', c1, c2);
     for (const e of endpoints)
-      assert.equal(await portOfEndpoint(e), undefined, `port of endpoint ${e} deleted`);
+      assert.equal(await portOfEndpoint(e, 0), undefined, `port of endpoint ${e} deleted`);
     for (const id of portIds) assert.deepEqual(await hostLinks(`tap${id.slice(0, 11)}`), []);
     await docker('network', 'rm', net);
     assert.deepEqual(await neutronNetworksOf(dockerNet), []);

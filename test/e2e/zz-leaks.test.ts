@@ -4,30 +4,24 @@
 // by hand, plus test-named Docker objects.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DockerEngine } from '../../src/docker/engine.js';
-import { findGarbage } from '../../src/ops/gc.js';
-import { docker, HOST, hostLinks, neutron } from './harness.js';
+import {
+  docker,
+  gcGarbage,
+  hostLinks,
+  isTestMade,
+  neutron,
+  TEST_MADE_COLLECTIONS,
+  TEST_NAME,
+} from './harness.js';
 
 describe('after the whole suite', () => {
   it('kuryr gc finds nothing left behind in Neutron or on the host', async () => {
-    const engine = new DockerEngine();
-    try {
-      const garbage = await findGarbage(neutron, await engine.networks(), {
-        host: HOST,
-        subnetpoolPrefix: 'kuryrPool',
-        minAgeMs: 0,
-      });
-      assert.deepEqual(garbage, []);
-    } finally {
-      await engine.close();
-    }
+    assert.deepEqual(await gcGarbage(), []);
   });
 
   it('no e2e-* network, subnet, subnetpool, port or security group is left in Neutron', async () => {
-    for (const collection of ['networks', 'subnets', 'subnetpools', 'ports', 'security-groups'] as const) {
-      const left = (await neutron.list(collection)).filter(
-        (r) => r.name.startsWith('e2e-') || r.name.endsWith('-exposed_ports'),
-      );
+    for (const collection of TEST_MADE_COLLECTIONS) {
+      const left = (await neutron.list(collection)).filter(isTestMade);
       assert.deepEqual(
         left.map((r) => r.name),
         [],
@@ -37,13 +31,12 @@ describe('after the whole suite', () => {
   });
 
   it('no test container or network is left in Docker, and no kuryr veth or bridge leg on the host', async () => {
-    const testName = /-\d+-[0-9a-z]{5}$/;
     const names = [
       ...(await docker('ps', '-a', '--format', '{{.Names}}')).split('\n'),
       ...(await docker('network', 'ls', '--format', '{{.Name}}')).split('\n'),
     ];
     assert.deepEqual(
-      names.filter((n) => testName.test(n)),
+      names.filter((n) => TEST_NAME.test(n)),
       [],
     );
     const live = (await docker('ps', '-q')).split('\n').filter(Boolean).length;

@@ -31,7 +31,10 @@ describe('L2 agent down', () => {
   const [during, afterwards] = [uniqueName('agent-during'), uniqueName('agent-after')];
 
   before(async () => {
-    kuryr = await startKuryr('[neutron]\nvif_plugging_is_fatal = true\n[binding]\nactive_wait_timeout = 6');
+    // Without the warm pool: a start that makes its port and waits for the (stopped) agent.
+    kuryr = await startKuryr(
+      '[neutron]\nvif_plugging_is_fatal = true\n[binding]\nactive_wait_timeout = 6\n[vif_pool]\nenabled = false',
+    );
   });
   after(async () => {
     await envStart();
