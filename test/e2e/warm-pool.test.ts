@@ -178,25 +178,47 @@ describe('warm port pool ([vif_pool] size = 3)', () => {
     // Neutron gives warm ports random addresses: one may hold the address asked for. It is free.
     const drawn = warm[0]?.fixed_ips[0]?.ip_address;
     assert.ok(drawn);
-    // Three warm ports cannot hold four addresses.
-    const free = ['10.88.1.200', '10.88.1.201', '10.88.1.202', '10.88.1.203'].find(
-      (a) => !warm.some((p) => p.fixed_ips[0]?.ip_address === a),
+    // Free: held by no port of the network (the earlier tests' containers drew theirs at random
+    // too, so one of theirs could hold a fixed pick). Its few ports cannot hold fifty candidates.
+    const held = new Set(
+      (await neutron.list('ports', { network_id: neutronNet })).flatMap((p) =>
+        p.fixed_ips.map((f) => f.ip_address),
+      ),
     );
+    const free = Array.from({ length: 50 }, (_, i) => `10.88.1.${200 + i}`).find((a) => !held.has(a));
     assert.ok(free);
     const runs: [string, string][] = [
       [cip, free],
       [cipw, drawn],
     ];
     for (const [c, ip] of runs) {
-      await docker('run', '-d', '--name', c, '--net', net, '--ip', ip, IMAGE, 'sleep', '600');
-      const ep = await containerNet(c, net);
-      assert.equal(ep.ip, ip);
-      const port = await portOfEndpoint(ep.endpointId);
-      assert.ok(port);
-      const holder = warm.find((p) => p.fixed_ips[0]?.ip_address === ip);
-      if (holder) assert.equal(port.id, holder.id, `${ip}: the warm port that drew it`);
-      else assert.ok(!warm.some((p) => p.id === port.id), `${ip}: a port of its own, not a warm one`);
-      await pingUntilReply(c, (await containerNet(ca, net)).ip);
+      // A failure here is random (which address a warm port drew): say what kuryr saw.
+      const seen = () =>
+        `\nwarm ports listed: ${warm.map((p) => `${p.id} ${p.fixed_ips[0]?.ip_address}`).join(', ')}` +
+        `\nkuryr's RequestAddress calls and warnings:\n${kuryr
+          .log()
+          .split('\n')
+          .filter(
+            (l) =>
+              l.includes('"handler":"IpamDriver.RequestAddress"') ||
+              l.includes('"level":40') ||
+              l.includes('"level":50'),
+          )
+          .slice(-6)
+          .join('\n')}`;
+      try {
+        await docker('run', '-d', '--name', c, '--net', net, '--ip', ip, IMAGE, 'sleep', '600');
+        const ep = await containerNet(c, net);
+        assert.equal(ep.ip, ip);
+        const port = await portOfEndpoint(ep.endpointId);
+        assert.ok(port, `no port recorded for endpoint ${ep.endpointId}`);
+        const holder = warm.find((p) => p.fixed_ips[0]?.ip_address === ip);
+        if (holder) assert.equal(port.id, holder.id, `${ip}: the warm port that drew it`);
+        else assert.ok(!warm.some((p) => p.id === port.id), `${ip}: a port of its own, not a warm one`);
+        await pingUntilReply(c, (await containerNet(ca, net)).ip);
+      } catch (err) {
+        throw new Error(`docker run --ip ${ip}: ${(err as Error).message}${seen()}`, { cause: err });
+      }
     }
   });
 
