@@ -10,6 +10,7 @@ import { createHostBinder, type HostBinder } from './binding/index.js';
 import { Catalog } from './cnm/catalog.js';
 import type { EndpointHooks } from './cnm/endpoints.js';
 import { ExposedPorts } from './cnm/exposed-ports.js';
+import { HostActivity } from './cnm/host-activity.js';
 import { NeutronIpam } from './cnm/ipam.js';
 import { NeutronNetworkDriver } from './cnm/network.js';
 import { PortBinding } from './cnm/port-binding.js';
@@ -77,7 +78,9 @@ export function buildDrivers(
   // What the process remembers of Neutron has one owner, and background writes one queue. The
   // host side records which endpoint holds a port ahead of Neutron's device_id.
   const catalog = new Catalog(neutron, hostBinder);
-  const writes = new WriteBehind();
+  // Background work (identity writes, refills) waits until starts pause: one clock for both.
+  const activity = new HostActivity();
+  const writes = new WriteBehind(activity);
   const ports = new PortBinding(catalog, hostBinder, config.DEFAULT.host);
   const pool = new WarmPool(
     neutronPoolBackend(ports),
@@ -96,6 +99,7 @@ export function buildDrivers(
       refillDelayMs: 1_000,
     },
     { warn: hooks.warnDetail, taken: hooks.poolTaken },
+    activity,
   );
   const network = new NeutronNetworkDriver(
     catalog,

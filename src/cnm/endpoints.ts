@@ -86,7 +86,6 @@ export class Endpoints {
       // restarted daemon nor `kuryr gc` takes a port whose veth records an endpoint or a
       // container holds.
       await this.ports.binder.recordEndpoint(port, req.EndpointID);
-      this.writes.touch();
       this.identifyBehind(port, req.EndpointID, identity, tags);
       return { Interface: mac ? {} : { MacAddress: port.mac_address } };
     }

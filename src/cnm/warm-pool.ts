@@ -12,6 +12,7 @@ import pLimit from 'p-limit';
 import type { Port } from '../neutron/types.js';
 import { runDetached } from '../util/context.js';
 import { errorMessage } from '../util/errors.js';
+import { HostActivity } from './host-activity.js';
 import { POOL_PORT_NAME } from './naming.js';
 import type { PortBinding } from './port-binding.js';
 
@@ -86,7 +87,8 @@ interface Pool {
   extra: Set<Promise<void>>;
   /** Ports being made for this pool (every batch in flight). */
   making: number;
-  refillTimer?: NodeJS.Timeout;
+  /** Cancels the pending refill (or a burst's gathering pause). */
+  cancelRefill?: () => void;
   closed: boolean;
   retryAt: number;
   /** When ports were taken, within the demand window (demand sizing). */
@@ -142,13 +144,13 @@ export class WarmPool {
   /** Ports asked of Neutron and not yet in a pool (they count against maxPorts). */
   private creating = 0;
   private shrinkTimer?: NodeJS.Timeout;
-  /** When a start last took (or asked for) a port on this host: refills wait for quiet. */
-  private lastTakeAt = 0;
 
   constructor(
     private readonly backend: PoolBackend,
     private readonly settings: WarmPoolSettings,
     private readonly hooks: WarmPoolHooks,
+    /** Refills wait until starts on this host pause. */
+    private readonly activity = new HostActivity(),
   ) {}
 
   get enabled(): boolean {
@@ -260,7 +262,7 @@ export class WarmPool {
   /** Takes the pool's i-th ready port out, as a start's own, and starts a refill. */
   private handOut(pool: Pool, i: number): Port | undefined {
     const [taken] = pool.ready.splice(i, 1);
-    this.lastTakeAt = Date.now();
+    this.activity.started();
     pool.takes.push(Date.now());
     pool.lastUsed = Date.now();
     // A miss is takeOrWait's to handle (it starts a batch for the burst at once).
@@ -284,14 +286,15 @@ export class WarmPool {
     if (!pool.filling && !pool.gathering) {
       if (pool.closed || Date.now() < pool.retryAt || this.hostRoom() === 0) return undefined;
       // The first start of a burst waits a moment for the others, so one batch serves them all.
-      clearTimeout(pool.refillTimer);
+      pool.cancelRefill?.();
       pool.gathering = true;
-      pool.refillTimer = setTimeout(() => {
-        pool.refillTimer = undefined;
+      const timer = setTimeout(() => {
+        pool.cancelRefill = undefined;
         pool.gathering = false;
         this.refill(pool);
         if (!pool.filling) this.release(pool);
       }, BURST_GATHER_MS);
+      pool.cancelRefill = () => clearTimeout(timer);
     } else if (pool.filling) this.growForWaiters(pool);
     return new Promise((resolve) => {
       const waiter: Waiter = {
@@ -337,23 +340,20 @@ export class WarmPool {
 
   /**
    * Refills once the starts are done: a refill (a bulk create in neutron-server, `ip` for each
-   * veth) would compete with them for the CPU. It waits until no port was taken on this host for
-   * refillDelayMs (a burst, over one network or many, is one quiet period later), but no longer
-   * than REFILL_DEFER_MAX_MS after its first take. Takes in a burst share one refill.
+   * veth) would compete with them for the CPU. It waits until starts on this host paused for
+   * refillDelayMs (HostActivity: a burst, over one network or many, is one quiet period later), but
+   * no longer than REFILL_DEFER_MAX_MS after its first take. Takes in a burst share one refill.
    */
-  private refillSoon(pool: Pool, firstTake = Date.now()): void {
+  private refillSoon(pool: Pool): void {
     if (this.settings.refillDelayMs <= 0) {
       this.refill(pool);
       return;
     }
-    if (pool.refillTimer) return;
-    pool.refillTimer = setTimeout(() => {
-      pool.refillTimer = undefined;
-      const quiet = Date.now() - this.lastTakeAt >= this.settings.refillDelayMs;
-      if (quiet || Date.now() - firstTake >= REFILL_DEFER_MAX_MS) this.refill(pool);
-      else this.refillSoon(pool, firstTake);
-    }, this.settings.refillDelayMs);
-    pool.refillTimer.unref();
+    if (pool.cancelRefill) return;
+    pool.cancelRefill = this.activity.afterQuiet(this.settings.refillDelayMs, REFILL_DEFER_MAX_MS, () => {
+      pool.cancelRefill = undefined;
+      this.refill(pool);
+    });
   }
 
   /** Tops the pool up to size, one bulk request per batch; at most one refill per pool at a time. */
@@ -607,7 +607,7 @@ export class WarmPool {
     for (const pool of doomed) {
       pool.closed = true;
       this.release(pool);
-      clearTimeout(pool.refillTimer);
+      pool.cancelRefill?.();
       for (const id of pool.spec.subnetIds) this.drained.add(id);
       this.pools.delete(pool.key);
       for (const id of pool.spec.subnetIds) if (this.bySubnet.get(id) === pool) this.bySubnet.delete(id);

@@ -3,22 +3,24 @@
 // pending write at once and wait for it (`settled`), so nothing reads a port half-written.
 import { NeutronApiError } from '../neutron/errors.js';
 import { runDetached } from '../util/context.js';
+import { HostActivity } from './host-activity.js';
 
 /** A delayed write waits for a quiet moment at most this long after it was queued. */
 const MAX_DEFER_MS = 10_000;
 
 export class WriteBehind {
-  /** When a start last touched the queue: delayed writes wait until starts pause. */
-  private lastActivity = 0;
   /** The last queued write per port, and how to start the waiting one early. */
   private readonly writes = new Map<string, Promise<void>>();
   private readonly startNow = new Map<string, () => void>();
   /** Ports whose writes not yet started are dropped (their endpoint is going). */
   private readonly cancelled = new Set<string>();
 
+  /** Delayed writes wait until starts on this host pause (the warm pool's refills too). */
+  constructor(private readonly activity = new HostActivity()) {}
+
   /**
-   * Queues `write` for `portId`, `delayMs` after the last start (`touch`); failures are reported
-   * through `onFail`.
+   * Queues `write` for `portId`, due once starts on this host paused for `delayMs`; failures are
+   * reported through `onFail`. Only a start queues writes, so queueing counts as its activity.
    */
   enqueue(
     portId: string,
@@ -44,19 +46,13 @@ export class WriteBehind {
         }
       }
     };
+    this.activity.started();
     const due = new Promise<void>((resolve) => {
-      const queued = Date.now();
-      let timer: NodeJS.Timeout;
-      // Due once no start touched the queue for delayMs (a burst's writes wait for its end, when
-      // neutron-server's work no longer competes with the starts), or MAX_DEFER_MS after queueing.
-      const check = () => {
-        const quietFor = Date.now() - this.lastActivity;
-        if (quietFor >= delayMs || Date.now() - queued >= MAX_DEFER_MS) resolve();
-        else timer = setTimeout(check, delayMs - quietFor);
-      };
-      timer = setTimeout(check, delayMs);
+      // A burst's writes wait for its end, when neutron-server's work no longer competes with the
+      // starts, but no longer than MAX_DEFER_MS.
+      const cancel = this.activity.afterQuiet(delayMs, MAX_DEFER_MS, resolve);
       this.startNow.set(portId, () => {
-        clearTimeout(timer);
+        cancel();
         resolve();
       });
     });
@@ -69,11 +65,6 @@ export class WriteBehind {
         }
       });
     this.writes.set(portId, done);
-  }
-
-  /** A start is under way: delayed writes wait until starts pause (see enqueue). */
-  touch(): void {
-    this.lastActivity = Date.now();
   }
 
   /** Starts this port's pending writes now and resolves when they are done. */

@@ -2,6 +2,7 @@
 // 5xx and dropped connections, never on 4xx, silent when the port is gone, awaited by `settled`.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { HostActivity } from '../../src/cnm/host-activity.js';
 import { WriteBehind } from '../../src/cnm/write-behind.js';
 import { NeutronApiError, NeutronUnavailableError } from '../../src/neutron/errors.js';
 
@@ -89,8 +90,9 @@ describe('write-behind', () => {
     assert.equal(later, 1, 'writes queued after a cancel run');
   });
 
-  it('a delayed write waits until starts pause (touch), bounded', async () => {
-    const v = view();
+  it('a delayed write waits until starts on the host pause (the clock the warm pool shares)', async () => {
+    const activity = new HostActivity();
+    const v = new WriteBehind(activity);
     let ran = 0;
     v.enqueue(
       'p7',
@@ -101,7 +103,7 @@ describe('write-behind', () => {
     );
     for (let i = 0; i < 3; i++) {
       await new Promise((r) => setTimeout(r, 60));
-      v.touch(); // another start
+      activity.started(); // another start (a warm-pool take)
     }
     await new Promise((r) => setTimeout(r, 60)); // 240 ms after queueing, 60 after the last start
     assert.equal(ran, 0, 'not during the burst');

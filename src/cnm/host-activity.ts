@@ -1,0 +1,39 @@
+// When container starts last did something on this host. Background work that Docker does not
+// wait for (warm-pool refills, endpoint identity writes) waits until starts pause: it would compete
+// with them for neutron-server's one busy worker and for the CPU. One clock for all of it, so a
+// burst's refills and writes see the same burst.
+
+export class HostActivity {
+  private last = 0;
+
+  /** A start did something (took a warm port, created an endpoint). */
+  started(): void {
+    this.last = Date.now();
+  }
+
+  /**
+   * Calls `fn` once no start was seen for `quietMs`, but no later than `maxMs` from now (a steady
+   * stream of starts must not starve it). Returns a function that cancels the call if it has not
+   * happened yet. The timers never keep the process alive.
+   */
+  afterQuiet(quietMs: number, maxMs: number, fn: () => void): () => void {
+    const deadline = Date.now() + maxMs;
+    let timer: NodeJS.Timeout | undefined;
+    const check = () => {
+      const quietFor = Date.now() - this.last;
+      if (quietFor >= quietMs || Date.now() >= deadline) {
+        timer = undefined;
+        fn();
+        return;
+      }
+      timer = setTimeout(check, Math.min(quietMs - quietFor, deadline - Date.now()));
+      timer.unref();
+    };
+    timer = setTimeout(check, Math.min(quietMs, maxMs));
+    timer.unref();
+    return () => {
+      clearTimeout(timer);
+      timer = undefined;
+    };
+  }
+}

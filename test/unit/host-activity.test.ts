@@ -1,0 +1,46 @@
+// HostActivity: background work runs once starts pause, never later than its bound, and not at
+// all once cancelled.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { HostActivity } from '../../src/cnm/host-activity.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('host activity', () => {
+  it('runs after a quiet period, pushed back by each start', async () => {
+    const a = new HostActivity();
+    let ran = 0;
+    a.afterQuiet(80, 10_000, () => void ran++);
+    for (let i = 0; i < 3; i++) {
+      await sleep(50);
+      a.started();
+    }
+    assert.equal(ran, 0, '150 ms of starts, never 80 ms quiet');
+    await sleep(130);
+    assert.equal(ran, 1, 'once the starts paused');
+  });
+
+  it('a steady stream of starts does not starve it past its bound', async () => {
+    const a = new HostActivity();
+    let ranAt = 0;
+    const t0 = Date.now();
+    a.afterQuiet(60, 200, () => {
+      ranAt = Date.now() - t0;
+    });
+    while (Date.now() - t0 < 400) {
+      a.started();
+      await sleep(20);
+    }
+    assert.ok(ranAt >= 190 && ranAt < 320, `ran at ${ranAt} ms, bound 200 ms`);
+  });
+
+  it('cancelled, it never runs', async () => {
+    const a = new HostActivity();
+    let ran = 0;
+    const cancel = a.afterQuiet(30, 1_000, () => void ran++);
+    await sleep(10);
+    cancel();
+    await sleep(80);
+    assert.equal(ran, 0);
+  });
+});
