@@ -4,7 +4,7 @@
 // bench/matrix.ts, which runs this once per backend and engine. A benchmark, not a test: it
 // asserts nothing and prints what it measured.
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,6 +30,8 @@ export interface Row {
   /** Neutron requests Docker waited for (kuryr's per-call log), median; undefined for Docker's bridge. */
   waited?: number;
   failures?: number;
+  /** Where the CPU went while it ran (parallel starts): see cpuSince. */
+  cpu?: string;
 }
 
 export interface BenchResult {
@@ -77,6 +79,63 @@ async function ipOf(container: string, network: string): Promise<string> {
 function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : Number.NaN;
+}
+
+/** CPU time so far: the machine's busy time and each long-lived process's own, by name. */
+interface CpuSample {
+  busy: number;
+  /** pid → [name, own ticks] */
+  byPid: Map<string, [string, number]>;
+}
+const TICK_S = 0.01; // USER_HZ is 100 on Linux
+
+export function cpuSample(): CpuSample {
+  // /proc/stat: "cpu user nice system idle iowait irq softirq steal ..."; busy = all but idle, iowait.
+  const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '')
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  const busy = f.reduce((a, b) => a + b, 0) - (f[3] ?? 0) - (f[4] ?? 0);
+  const byPid = new Map<string, [string, number]>();
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // "pid (comm) state ppid ... utime(14) stime(15)"; comm may hold spaces: split after ')'.
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const own = Number(rest[11]) + Number(rest[12]);
+    byPid.set(pid, [name, own]);
+  }
+  return { busy, byPid };
+}
+
+/**
+ * "CPU 31.2 s busy (2 cores × 20.1 s = 40.2): neutron-server 9.1, dockerd 6.0, …": the processes
+ * that ran throughout, largest first; "short-lived" is what the rest (runc, shims, the docker CLI,
+ * `ip`) took.
+ */
+export function cpuSince(before: CpuSample, wallMs: number): string {
+  const now = cpuSample();
+  // Processes alive at both samples, summed by name (neutron-server's workers, …).
+  const byName = new Map<string, number>();
+  for (const [pid, [name, t]] of now.byPid) {
+    const was = before.byPid.get(pid);
+    if (was && was[0] === name) byName.set(name, (byName.get(name) ?? 0) + (t - was[1]) * TICK_S);
+  }
+  const named = [...byName].filter(([, s]) => s > 0).sort((a, b) => b[1] - a[1]);
+  const busy = (now.busy - before.busy) * TICK_S;
+  const shortLived = busy - named.reduce((a, [, s]) => a + s, 0);
+  const cores = readFileSync('/proc/cpuinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('processor')).length;
+  const top = named.slice(0, 7).map(([n, s]) => `${n} ${s.toFixed(1)}`);
+  return `CPU ${busy.toFixed(1)} s busy (${cores} cores × ${(wallMs / 1000).toFixed(1)} s = ${((cores * wallMs) / 1000).toFixed(1)}): ${top.join(', ')}, short-lived ${Math.max(0, shortLived).toFixed(1)}`;
 }
 
 /** The running kuryr daemon: the shipped executable on Docker's plugin socket. */
@@ -140,18 +199,22 @@ function waitedSince(kuryr: Kuryr, from: number): number {
 
 class Recorder {
   readonly rows: Row[] = [];
-  private readonly samples = new Map<string, { ms: number[]; waited: number[]; failures: number }>();
+  private readonly samples = new Map<
+    string,
+    { ms: number[]; waited: number[]; failures: number; cpu?: string }
+  >();
 
   private key(op: string, setup: string) {
     return `${op}\u0000${setup}`;
   }
 
-  add(op: string, setup: string, ms: number, waited?: number, failures = 0): void {
+  add(op: string, setup: string, ms: number, waited?: number, failures = 0, cpu?: string): void {
     const k = this.key(op, setup);
     const s = this.samples.get(k) ?? { ms: [], waited: [], failures: 0 };
     s.ms.push(ms);
     if (waited !== undefined) s.waited.push(waited);
     s.failures += failures;
+    if (cpu) s.cpu = cpu;
     this.samples.set(k, s);
   }
 
@@ -181,6 +244,7 @@ class Recorder {
         maxMs: st.max,
         ...(s.waited.length ? { waited: stats(s.waited).median } : {}),
         ...(s.failures ? { failures: s.failures } : {}),
+        ...(s.cpu ? { cpu: s.cpu } : {}),
       });
     }
     return this.rows;
@@ -193,12 +257,14 @@ async function parallel(rec: Recorder, op: string, setup: string, n: number, pic
     { length: n },
     (_, i) => `bench-par-${process.pid}-${Math.random().toString(36).slice(2, 7)}-${i}`,
   );
+  const cpu = cpuSample();
   const t0 = performance.now();
   const outcomes = await Promise.allSettled(
     names.map((c, i) => docker('run', '-d', '--name', c, '--net', pick(i), IMAGE, 'sleep', '600')),
   );
   const failed = outcomes.filter((o) => o.status === 'rejected').length;
-  rec.add(op, setup, performance.now() - t0, undefined, failed);
+  const ms = performance.now() - t0;
+  rec.add(op, setup, ms, undefined, failed, cpuSince(cpu, ms));
   await Promise.allSettled(names.map((c) => docker('rm', '-f', c)));
 }
 
@@ -364,6 +430,10 @@ export function report(r: BenchResult): string {
     ...ops.map((op) => `| ${op} | ${setups.map((s) => cell(op, s)).join(' | ')} |`),
     '',
     `kuryr: ready ${fmt(r.startupMs)} after start; RSS ${r.rssMb.idle.toFixed(0)} MB idle, ${r.rssMb.after.toFixed(0)} MB after the runs above.`,
+    '',
+    'Where the CPU went during the parallel starts (seconds; processes by name):',
+    '',
+    ...r.rows.filter((x) => x.cpu).map((x) => `- ${x.op}, ${x.setup}: ${x.cpu}`),
     '',
   ].join('\n');
 }
