@@ -109,14 +109,66 @@ export async function ovsPorts(bridge = 'br-int'): Promise<string[]> {
 
 /**
  * Runs Debian's docker CLI. `docker network rm` also waits until kuryr has removed the networks'
- * Neutron side, which it does in the background once Docker has its answer.
+ * Neutron side, and `docker rm` until the containers' ports are deleted: kuryr does both in the
+ * background once Docker has its answer.
  */
 export async function docker(...args: string[]): Promise<string> {
+  if (args[0] === 'rm') {
+    const held = (
+      await Promise.all(
+        args
+          .slice(1)
+          .filter((a) => !a.startsWith('-'))
+          .map(addressesOf),
+      )
+    ).flat();
+    const out = await run(DOCKER, args);
+    await portsDeleted(held);
+    return out;
+  }
   if (args[0] !== 'network' || args[1] !== 'rm') return run(DOCKER, args);
   const ids = await Promise.all(args.slice(2).map((n) => networkId(n).catch(() => undefined)));
   const out = await run(DOCKER, args);
   for (const id of ids) if (id) await teardownDone(id);
   return out;
+}
+
+/** A container's addresses on kuryr networks: [Neutron network, address] (none if it is gone). */
+async function addressesOf(container: string): Promise<[string, string][]> {
+  const out = await run(DOCKER, ['inspect', '-f', '{{json .NetworkSettings.Networks}}', container]).catch(
+    () => '',
+  );
+  if (!out) return [];
+  const nets = JSON.parse(out) as Record<
+    string,
+    { NetworkID: string; IPAddress: string; GlobalIPv6Address: string }
+  >;
+  const held: [string, string][] = [];
+  for (const n of Object.values(nets ?? {})) {
+    for (const net of await neutronNetworksOf(n.NetworkID).catch(() => [])) {
+      for (const ip of [n.IPAddress, n.GlobalIPv6Address]) if (ip) held.push([net.id, ip]);
+    }
+  }
+  return held;
+}
+
+/** Until no port kuryr made holds these addresses (a user's port is handed back, and stays). */
+async function portsDeleted(held: [string, string][]): Promise<void> {
+  for (const [networkId, ip] of held) {
+    await waitFor(
+      `kuryr's port for ${ip} deleted after docker rm`,
+      async () =>
+        (
+          await neutron.list('ports', {
+            network_id: networkId,
+            fixed_ips: `ip_address=${ip}`,
+            device_owner: 'compute:kuryr',
+          })
+        ).every((p) => p.tags.includes('kuryr.port.existing')),
+      30_000,
+      100,
+    );
+  }
 }
 
 /** Both halves of the plugin: `-d kuryr --ipam-driver kuryr`. */

@@ -442,6 +442,7 @@ describe('Docker sequences on a network kuryr creates', () => {
     k = restart(fake);
     assert.deepEqual(await join(k, net, ep), joined, 'Join replayed after a restart');
     await stopEndpoint(k, net, ep, [{ pool, ip }]);
+    await k.settle(); // the DELETE runs behind ReleaseAddress's answer
     assert.equal(fake.get('ports', port?.id ?? ''), undefined, 'ReleaseAddress deletes our port');
     await stopEndpoint(k, net, ep, [{ pool, ip }]); // replayed: idempotent
     await removeNetwork(k, net, [pool]);
@@ -690,6 +691,36 @@ describe('with the defaults: warm pool on, sized by demand', () => {
     await stopEndpoint(k, net, ep, [{ pool, ip }]);
     await removeNetwork(k, net, [pool]);
     assert.equal(fake.all('ports').length, 0);
+  });
+  it('ReleaseAddress answers before the DELETE; --ip of that address waits for it; network rm goes after it', async () => {
+    const k = startKuryr(fake); // Docker's MACs: no warm port
+    const net = hexId();
+    const pool = await requestPool(k, '10.21.3.0/24');
+    await createNetwork(k, net, [pool]);
+    const [n] = taggedNetworks(fake, net);
+    const ep = hexId();
+    const mac = dockerMac();
+    const ip = await requestAddress(k, pool, mac);
+    await createEndpoint(k, net, ep, { v4: ip, mac });
+    await k.settle();
+    const [port] = portsOn(fake, n?.id ?? '');
+    assert.ok(port);
+    fake.slowDown('DELETE', '/ports/', 300);
+    const t0 = Date.now();
+    await stopEndpoint(k, net, ep, [{ pool, ip }]);
+    assert.ok(Date.now() - t0 < 250, `docker rm did not wait for the DELETE (${Date.now() - t0} ms)`);
+    assert.ok(fake.get('ports', port.id), 'still being deleted');
+    // docker run --ip of the same address, at once: it waits for the port to go, then gets a new one.
+    const again = await requestAddress(k, pool, dockerMac(), bare(ip));
+    assert.equal(again, ip);
+    assert.equal(fake.get('ports', port.id), undefined, 'the old port went first');
+    const [fresh] = portsOn(fake, n?.id ?? '');
+    assert.ok(fresh && fresh.id !== port.id);
+    await k.ipam.releaseAddress({ PoolID: pool.poolId, Address: bare(again) });
+    await removeNetwork(k, net, [pool]);
+    await k.settle();
+    assert.equal(fake.all('ports').length, 0);
+    assert.equal(fake.get('networks', n?.id ?? ''), undefined, 'the network went after its port');
   });
 });
 

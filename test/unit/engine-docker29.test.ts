@@ -52,6 +52,7 @@ class NoHost implements HostBinder {
 let fake: FakeNeutron;
 let app: FastifyInstance;
 let stop: () => Promise<void>;
+let settle: () => Promise<void>;
 
 beforeEach(async () => {
   fake = await FakeNeutron.start({ agentHost: HOST });
@@ -65,6 +66,7 @@ beforeEach(async () => {
     new NoHost(),
   );
   app = buildServer({ network: drivers.network, ipam: drivers.ipam, logger: silentLogger });
+  settle = () => drivers.settle();
   stop = async () => {
     await app.close();
     await drivers.pool.close();
@@ -196,6 +198,7 @@ class Docker29Proxy {
 async function removeEndpoint(ep: Ep): Promise<void> {
   await call('NetworkDriver.DeleteEndpoint', { NetworkID: ep.net, EndpointID: ep.id });
   await call('IpamDriver.ReleaseAddress', { PoolID: ep.poolId, Address: ep.ip });
+  await settle(); // the port's DELETE runs behind ReleaseAddress's answer
 }
 
 const portOf = (ep: Ep) =>

@@ -340,6 +340,8 @@ export class FakeNeutron {
   };
   readonly log: LoggedRequest[] = [];
   readonly faults: FaultSpec[] = [];
+  /** Requests answered late (a busy neutron-server): matched like faults, answered normally. */
+  private readonly slow: { method: string; path: string; ms: number }[] = [];
   readonly defaultSecurityGroupId: string;
   activeOn: 'bind' | 'manual';
   private readonly vifType: string;
@@ -384,6 +386,11 @@ export class FakeNeutron {
   /** The next request(s) matching `spec` fail with the given Neutron error (or a dropped connection). */
   failNext(spec: FaultSpec): void {
     this.faults.push({ times: 1, ...spec });
+  }
+
+  /** Every request of `method` whose path includes `path` is answered normally, `ms` late. */
+  slowDown(method: string, path: string, ms: number): void {
+    this.slow.push({ method, path, ms });
   }
 
   /** Marks a bound port ACTIVE (activeOn 'manual'). */
@@ -470,20 +477,26 @@ export class FakeNeutron {
       });
       return;
     }
-    try {
-      const { status, payload } = this.route(method, segments, u.searchParams, body);
-      this.respond(res, entry, status, payload);
-    } catch (err) {
-      if (err instanceof NeutronFault) {
-        this.respond(res, entry, err.status, {
-          NeutronError: { type: err.type, message: err.message, detail: '' },
-        });
-      } else {
-        this.respond(res, entry, 500, {
-          NeutronError: { type: 'HTTPInternalServerError', message: String(err), detail: '' },
-        });
+    // Answered now, or (slowDown) late, like a busy neutron-server: the state changes when it answers.
+    const answer = () => {
+      try {
+        const { status, payload } = this.route(method, segments, u.searchParams, body);
+        this.respond(res, entry, status, payload);
+      } catch (err) {
+        if (err instanceof NeutronFault) {
+          this.respond(res, entry, err.status, {
+            NeutronError: { type: err.type, message: err.message, detail: '' },
+          });
+        } else {
+          this.respond(res, entry, 500, {
+            NeutronError: { type: 'HTTPInternalServerError', message: String(err), detail: '' },
+          });
+        }
       }
-    }
+    };
+    const late = this.slow.find((x) => x.method === method && path.includes(x.path));
+    if (late) setTimeout(answer, late.ms);
+    else answer();
   }
 
   private respond(
