@@ -303,7 +303,8 @@ start_agent_locked() {
   case $BACKEND in
     linuxbridge) ;;
     ovn) start_ovn_chassis "$h"; return ;;
-    *) die "backend $BACKEND: simulated hosts support linuxbridge and ovn (see docs/multihost.md)" ;;
+    ovs) start_ovs_agent "$h"; return ;;
+    *) die "backend $BACKEND: simulated hosts support linuxbridge, ovs and ovn (see docs/multihost.md)" ;;
   esac
   write_agent_config "$h"
   since=$(($(date +%s) - 1))
@@ -313,7 +314,8 @@ start_agent_locked() {
   wait_for "$h's Linux bridge agent to report alive" 90 agent_alive "$h" "$since"
 }
 
-# ---- OVN: per host its own ovsdb-server + ovs-vswitchd (userspace datapath) + ovn-controller ----
+# ---- OVN and OVS: per host its own ovsdb-server + ovs-vswitchd (userspace datapath), then -------
+# ---- ovn-controller (OVN) or neutron-openvswitch-agent (ML2/OVS) --------------------------------
 # In the host's private /run: /run/openvswitch (ovs-vsctl's and kuryr's default paths) and
 # /run/ovn. The tunnel endpoint of the userspace datapath must sit on an OVS bridge: br-phy
 # (netdev) holds the uplink veth and the host's underlay address (moved off the veth).
@@ -357,6 +359,37 @@ start_ovn_chassis() {
   launch "$hd" agent nsenter -t "$(keepalive_pid "$h")" -m -u -n -- ovn-controller unix:/run/openvswitch/db.sock \
     --pidfile=/run/ovn/ovn-controller.pid -vconsole:info -vsyslog:off -vfile:off
   wait_for "$h's ovn-controller to report alive" 90 agent_alive "$h" "$since"
+}
+
+# ML2/OVS: the agent makes br-int and br-tun (netdev, from datapath_type) in the host's own switch,
+# which it reaches over OVSDB on the host's own loopback (as the root's agent does), and tunnels
+# VXLAN from br-phy's address.
+start_ovs_agent() {
+  local h=$1 hd since; hd=$(hdir "$h")
+  start_ovs "$h"
+  hvsctl "$h" set-manager ptcp:6640:127.0.0.1
+  write_agent_config "$h"
+  cat > "$hd/etc/openvswitch_agent.ini" <<EOF
+[ovs]
+integration_bridge = br-int
+tunnel_bridge = br-tun
+local_ip = $(haddr "$h")
+datapath_type = netdev
+ovsdb_connection = tcp:127.0.0.1:6640
+of_listen_address = 127.0.0.1
+[agent]
+tunnel_types = vxlan
+l2_population = true
+polling_interval = 2
+[securitygroup]
+firewall_driver = openvswitch
+enable_security_group = true
+EOF
+  since=$(($(date +%s) - 1))
+  launch "$hd" agent nsenter -t "$(keepalive_pid "$h")" -m -u -n -- /usr/bin/neutron-openvswitch-agent \
+    --config-file "$hd/etc/neutron.conf" --config-file "$hd/etc/openvswitch_agent.ini" \
+    --log-file "$hd/log/agent-neutron.log"
+  wait_for "$h's Open vSwitch agent to report alive" 90 agent_alive "$h" "$since"
 }
 
 write_kuryr_config() {
@@ -537,7 +570,7 @@ cmd_status() {
     hd=$(hdir "$h")
     printf '%s (%s, %s)\n' "$h" "$(haddr "$h")" "$(hsock "$h")"
     for d in keepalive $(bridged | sed 's/:[0-9]*//g; s/\([a-z]*\)/bridge-\1/g') dockerd \
-      $([ "$BACKEND" != ovn ] || echo ovsdb-server ovs-vswitchd) agent kuryr; do
+      $([ "$BACKEND" = linuxbridge ] || echo ovsdb-server ovs-vswitchd) agent kuryr; do
       if pid_of "$hd" "$d" >/dev/null; then printf '  %-15s up    pid %s\n' "$d" "$(pid_of "$hd" "$d")"
       else printf '  %-15s DOWN\n' "$d"; rc=1; fi
     done
