@@ -113,19 +113,7 @@ export async function ovsPorts(bridge = 'br-int'): Promise<string[]> {
  * background once Docker has its answer.
  */
 export async function docker(...args: string[]): Promise<string> {
-  if (args[0] === 'rm') {
-    const held = (
-      await Promise.all(
-        args
-          .slice(1)
-          .filter((a) => !a.startsWith('-'))
-          .map(addressesOf),
-      )
-    ).flat();
-    const out = await run(DOCKER, args);
-    await portsDeleted(held);
-    return out;
-  }
+  if (args[0] === 'rm') return removeContainers((a) => run(DOCKER, a), args);
   if (args[0] !== 'network' || args[1] !== 'rm') return run(DOCKER, args);
   const ids = await Promise.all(args.slice(2).map((n) => networkId(n).catch(() => undefined)));
   const out = await run(DOCKER, args);
@@ -133,11 +121,27 @@ export async function docker(...args: string[]): Promise<string> {
   return out;
 }
 
+/**
+ * `docker rm ARGS` through `cli` (one Docker daemon's CLI), returning once kuryr has deleted the
+ * containers' ports, which it does in the background.
+ */
+export async function removeContainers(
+  cli: (args: string[]) => Promise<string>,
+  args: string[],
+): Promise<string> {
+  const names = args.slice(1).filter((a) => !a.startsWith('-'));
+  const held = (await Promise.all(names.map((c) => addressesOf(cli, c)))).flat();
+  const out = await cli(args);
+  await portsDeleted(held);
+  return out;
+}
+
 /** A container's addresses on kuryr networks: [Neutron network, address] (none if it is gone). */
-async function addressesOf(container: string): Promise<[string, string][]> {
-  const out = await run(DOCKER, ['inspect', '-f', '{{json .NetworkSettings.Networks}}', container]).catch(
-    () => '',
-  );
+async function addressesOf(
+  cli: (args: string[]) => Promise<string>,
+  container: string,
+): Promise<[string, string][]> {
+  const out = await cli(['inspect', '-f', '{{json .NetworkSettings.Networks}}', container]).catch(() => '');
   if (!out) return [];
   const nets = JSON.parse(out) as Record<
     string,

@@ -12,6 +12,7 @@ import {
   isIdleWarmPort,
   neutron,
   portOfEndpoint,
+  removeContainers,
   run,
   waitFor,
   waitPortActive,
@@ -37,8 +38,12 @@ export const hosts = (...args: string[]) => run(HOSTS_SH, args, 300_000);
 export const hostsUp = (n = 2) => hosts('up', String(n));
 
 /** `docker` against one host's daemon. */
-export const hdocker = (host: string, ...args: string[]) =>
-  run(DOCKER, ['-H', `unix:///run/kuryr-hosts/${host}/docker.sock`, ...args], 180_000);
+export const hdocker = (host: string, ...args: string[]) => {
+  const cli = (a: string[]) =>
+    run(DOCKER, ['-H', `unix:///run/kuryr-hosts/${host}/docker.sock`, ...a], 180_000);
+  // `docker rm` returns before kuryr has deleted the ports: wait for them, as on one host.
+  return args[0] === 'rm' ? removeContainers(cli, args) : cli(args);
+};
 
 /** A command inside the host's namespaces. */
 export const hexec = (host: string, ...cmd: string[]) => hosts('exec', host, ...cmd);
