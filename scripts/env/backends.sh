@@ -87,24 +87,9 @@ EOF
 # listed as an agent ("HashRing is empty").
 api_workers() { [ "$BACKEND" = ovn ] && echo 1 || echo 0; }
 
-write_agent_configs() {
-  cat > "$ETC/openvswitch_agent.ini" <<EOF
-[ovs]
-integration_bridge = $INT_BR
-tunnel_bridge = br-tun
-local_ip = $ENCAP_IP
-datapath_type = netdev
-ovsdb_connection = tcp:$IP:6640
-of_listen_address = $IP
-[agent]
-tunnel_types = vxlan
-l2_population = true
-polling_interval = 2
-[securitygroup]
-firewall_driver = openvswitch
-enable_security_group = true
-EOF
-}
+# shellcheck source=ovs-agent-ini.sh
+. "$HERE/env/ovs-agent-ini.sh"
+write_agent_configs() { ovs_agent_ini "$ENCAP_IP" "$IP" > "$ETC/openvswitch_agent.ini"; }
 
 # ---- Open vSwitch (ovn, ovs) -----------------------------------------------------
 probe_ovsdb-server() { "${VSCTL[@]}" --no-wait get Open_vSwitch . _uuid; }

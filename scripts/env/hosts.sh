@@ -44,6 +44,8 @@ NEUTRON_PORT=9696 RABBIT_PORT=5672 SB_PORT=6642
 NEUTRON_URL=http://127.0.0.1:$NEUTRON_PORT
 IMAGE=kuryr-test/busybox:latest
 DOCKER=/usr/bin/docker PY=/usr/bin/python3
+# shellcheck source=ovs-agent-ini.sh
+. "$HERE/ovs-agent-ini.sh"
 KURYR_BIN=$ROOT/dist/kuryr.mjs
 BACKEND=$(cat "$ENV_STATE/run/backend" 2>/dev/null || echo linuxbridge)
 
@@ -369,7 +371,7 @@ start_ovs_agent() {
   start_ovs "$h"
   hvsctl "$h" set-manager ptcp:6640:127.0.0.1
   write_agent_config "$h"
-  cat > "$hd/etc/openvswitch_agent.ini" <<EOF
+  ovs_agent_ini "$(haddr "$h")" 127.0.0.1 > "$hd/etc/openvswitch_agent.ini"
 [ovs]
 integration_bridge = br-int
 tunnel_bridge = br-tun
