@@ -204,8 +204,12 @@ host_namespaces() {
   fi
   sysctl -qw "net.ipv6.conf.kh-$h.disable_ipv6=1"
   ip link set "kh-$h" master "$BR" up
+  # The underlay address: on the uplink for the Linux bridge agent; with Open vSwitch (OVN, OVS) on
+  # br-phy (start_ovs), never on both: a second `up` of a running host used to put it back on the
+  # uplink, the userspace datapath then routed its tunnels out of the uplink, and br-phy dropped
+  # them ("learned port is input port"): every cross-host packet was lost.
   ip -n "$ns" addr flush dev uplink
-  ip -n "$ns" addr add "$addr/$PREFIX" dev uplink
+  [ "$BACKEND" != linuxbridge ] || ip -n "$ns" addr add "$addr/$PREFIX" dev uplink
   ip -n "$ns" link set uplink up
   ip -n "$ns" link set lo up
   if ! keepalive_pid "$h" >/dev/null; then
@@ -423,8 +427,11 @@ host_up() {
   local h=$1 t0; t0=$(now)
   host_namespaces "$h"
   start_bridges "$h"
-  start_kuryr "$h"    # before dockerd (as systemd orders them): a restarted dockerd's clean-up
-  start_dockerd "$h"  # of dead containers calls the driver
+  # Open vSwitch, then kuryr, then dockerd (as a host boots them): a restarted dockerd's clean-up
+  # of dead containers calls the driver, which unplugs their veths from the switch.
+  [ "$BACKEND" = linuxbridge ] || start_ovs "$h"
+  start_kuryr "$h"
+  start_dockerd "$h"
   say "$h up ($(haddr "$h"), docker -H unix://$(hsock "$h")) in $((($(now) - t0)))ms"
 }
 

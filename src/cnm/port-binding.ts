@@ -52,9 +52,17 @@ export class PortBinding {
    * deleted, or, if it is a user's port kuryr took, handed back as it was.
    */
   async release(port: Port): Promise<void> {
-    if (port['binding:host_id'] === this.host) await this.binder.unbind(port);
+    // The host side first; when that fails (Open vSwitch not up yet while Docker cleans up after a
+    // reboot), the Neutron port still goes, or is handed back: the container is gone either way.
+    // The failure is reported all the same, and `kuryr gc` finds what it left on the host.
+    let unbindFailure: unknown;
+    if (port['binding:host_id'] === this.host)
+      await this.binder.unbind(port).catch((err: unknown) => {
+        unbindFailure = err;
+      });
     if (isExistingPort(port)) await this.catalog.handBackPort(port);
     else await this.catalog.deletePort(port.id);
+    if (unbindFailure) throw unbindFailure;
   }
 
   /**

@@ -151,7 +151,17 @@ describe('faults on host2 leave host1 working and nothing behind', () => {
     // Docker's restart clean-up releases the dead containers' endpoints through the new kuryr.
     for (const c of b) await hdocker('host2', 'rm', '-f', c).catch(() => undefined);
     await hdocker('host2', 'network', 'rm', net);
-    const stray = await strayPortsOn('host2', []);
+    // The ports of the dead containers go in the background, behind Docker's ReleaseAddress.
+    let stray: string[] = [];
+    await waitFor(
+      'the dead containers ports deleted',
+      async () => {
+        stray = await strayPortsOn('host2', []);
+        return stray.length === 0;
+      },
+      30_000,
+      500,
+    ).catch(() => undefined);
     assert.deepEqual(stray, [], 'ports of host2 left in Neutron');
     assert.deepEqual(await taps('host2'), [], 'veths left on host2');
     // host1's network survived host2's departure and goes normally.

@@ -43,7 +43,10 @@ class MemoryBinder implements HostBinder {
     this.events.push(`bind ${port.id}`);
     return { host: hostIfaceName(port.id), container: containerIfaceName(port.id) };
   }
+  /** Set: unbind fails with it (the host's switch not up yet). */
+  unbindFailure?: Error;
   async unbind(port: Port): Promise<void> {
+    if (this.unbindFailure) throw this.unbindFailure;
     this.plugged.delete(port.id);
     this.records.delete(port.id);
     this.events.push(`unbind ${port.id}`);
@@ -103,7 +106,7 @@ function startKuryr(fake: FakeNeutron, env: Record<string, string> = {}, binder 
     neutron,
     {
       warn: (m) => void warnings.push(m),
-      warnDetail: (m) => void warnings.push(m),
+      warnDetail: (m, d) => void warnings.push(d ? `${m} ${JSON.stringify(d)}` : m),
       activeWaited: (s) => void activeWaits.push(s),
     },
     binder,
@@ -692,6 +695,33 @@ describe('with the defaults: warm pool on, sized by demand', () => {
     await removeNetwork(k, net, [pool]);
     assert.equal(fake.all('ports').length, 0);
   });
+  it('a host side that cannot be unplugged (Open vSwitch not up after a reboot) still lets the Neutron port go, and says why', async () => {
+    const k = startKuryr(fake);
+    const net = hexId();
+    const pool = await requestPool(k, '10.21.4.0/24');
+    await createNetwork(k, net, [pool]);
+    const [n] = taggedNetworks(fake, net);
+    const ep = hexId();
+    const mac = dockerMac();
+    const ip = await requestAddress(k, pool, mac);
+    await createEndpoint(k, net, ep, { v4: ip, mac });
+    await k.settle();
+    k.binder.unbindFailure = new Error('ovs-vsctl: database connection failed');
+    await assert.rejects(
+      k.network.deleteEndpoint({ NetworkID: net, EndpointID: ep }),
+      /database connection failed/,
+    );
+    await k.ipam.releaseAddress({ PoolID: pool.poolId, Address: bare(ip) });
+    await k.settle();
+    assert.deepEqual(portsOn(fake, n?.id ?? ''), [], 'the port went all the same');
+    assert.ok(
+      k.warnings.some((w) => /releasing .* failed.*database connection failed/.test(w)),
+      `warned: ${k.warnings.join(' | ')}`,
+    );
+    k.binder.unbindFailure = undefined;
+    await removeNetwork(k, net, [pool]);
+  });
+
   it('ReleaseAddress answers before the DELETE; --ip of that address waits for it; network rm goes after it', async () => {
     const k = startKuryr(fake); // Docker's MACs: no warm port
     const net = hexId();
