@@ -89,7 +89,7 @@ api_workers() { [ "$BACKEND" = ovn ] && echo 1 || echo 0; }
 
 # shellcheck source=ovs-agent-ini.sh
 . "$HERE/env/ovs-agent-ini.sh"
-write_agent_configs() { ovs_agent_ini "$ENCAP_IP" "$IP" > "$ETC/openvswitch_agent.ini"; }
+write_agent_configs() { ovs_agent_ini "$ENCAP_IP" "tcp:$IP:6640" "$IP" > "$ETC/openvswitch_agent.ini"; }
 
 # ---- Open vSwitch (ovn, ovs) -----------------------------------------------------
 probe_ovsdb-server() { "${VSCTL[@]}" --no-wait get Open_vSwitch . _uuid; }

@@ -368,29 +368,13 @@ start_ovn_chassis() {
 }
 
 # ML2/OVS: the agent makes br-int and br-tun (netdev, from datapath_type) in the host's own switch,
-# which it reaches over OVSDB on the host's own loopback (as the root's agent does), and tunnels
-# VXLAN from br-phy's address.
+# which it reaches on the switch's unix socket in the host's private /run, and tunnels VXLAN from
+# br-phy's address.
 start_ovs_agent() {
   local h=$1 hd since; hd=$(hdir "$h")
   start_ovs "$h"
-  hvsctl "$h" set-manager ptcp:6640:127.0.0.1
   write_agent_config "$h"
-  ovs_agent_ini "$(haddr "$h")" 127.0.0.1 > "$hd/etc/openvswitch_agent.ini"
-[ovs]
-integration_bridge = br-int
-tunnel_bridge = br-tun
-local_ip = $(haddr "$h")
-datapath_type = netdev
-ovsdb_connection = tcp:127.0.0.1:6640
-of_listen_address = 127.0.0.1
-[agent]
-tunnel_types = vxlan
-l2_population = true
-polling_interval = 2
-[securitygroup]
-firewall_driver = openvswitch
-enable_security_group = true
-EOF
+  ovs_agent_ini "$(haddr "$h")" unix:/run/openvswitch/db.sock 127.0.0.1 > "$hd/etc/openvswitch_agent.ini"
   since=$(($(date +%s) - 1))
   launch "$hd" agent nsenter -t "$(keepalive_pid "$h")" -m -u -n -- /usr/bin/neutron-openvswitch-agent \
     --config-file "$hd/etc/neutron.conf" --config-file "$hd/etc/openvswitch_agent.ini" \

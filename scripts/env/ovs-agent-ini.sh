@@ -1,4 +1,4 @@
-# ovs_agent_ini LOCAL_IP OVSDB_IP: neutron-openvswitch-agent's configuration on this machine's
+# ovs_agent_ini LOCAL_IP OVSDB OF_IP: neutron-openvswitch-agent's configuration on this machine's
 # userspace datapath (every bridge netdev), VXLAN with l2population, the openvswitch firewall. The
 # root's agent (backends.sh) and each simulated host's (hosts.sh) differ only in the addresses.
 ovs_agent_ini() {
@@ -8,8 +8,8 @@ integration_bridge = br-int
 tunnel_bridge = br-tun
 local_ip = $1
 datapath_type = netdev
-ovsdb_connection = tcp:$2:6640
-of_listen_address = $2
+ovsdb_connection = $2
+of_listen_address = $3
 [agent]
 tunnel_types = vxlan
 l2_population = true
