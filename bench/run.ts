@@ -5,7 +5,7 @@
 // asserts nothing and prints what it measured.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -131,9 +131,7 @@ export function cpuSince(before: CpuSample, wallMs: number): string {
   const named = [...byName].filter(([, s]) => s > 0).sort((a, b) => b[1] - a[1]);
   const busy = (now.busy - before.busy) * TICK_S;
   const shortLived = busy - named.reduce((a, [, s]) => a + s, 0);
-  const cores = readFileSync('/proc/cpuinfo', 'utf8')
-    .split('\n')
-    .filter((l) => l.startsWith('processor')).length;
+  const cores = availableParallelism();
   const top = named.slice(0, 7).map(([n, s]) => `${n} ${s.toFixed(1)}`);
   return `CPU ${busy.toFixed(1)} s busy (${cores} cores × ${(wallMs / 1000).toFixed(1)} s = ${((cores * wallMs) / 1000).toFixed(1)}): ${top.join(', ')}, short-lived ${Math.max(0, shortLived).toFixed(1)}`;
 }

@@ -639,8 +639,7 @@ export class NeutronIpam implements IpamDriver {
         // neutron-server; `docker rm` took 1.1 s with it). A start asking for this address waits
         // for it (createPort). Its veth is normally gone with DeleteEndpoint; not when Docker
         // rolls back before that: it goes too.
-        const gone = port;
-        this.teardowns.deletePort(gone, doing, () => this.ports.release(gone));
+        this.teardowns.deletePort(port, doing, () => this.ports.release(port));
       } else {
         // A user's port: handed back as kuryr found it, addresses and all, before Docker's answer.
         await explained(doing, () => this.ports.release(port));

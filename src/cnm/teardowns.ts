@@ -17,10 +17,8 @@ const PORT_DELETIONS_AT_ONCE = 4;
 export class Teardowns {
   private tail: Promise<void> = Promise.resolve();
   private pending = 0;
-  /** Ports being deleted in the background, by id. */
-  private readonly deletions = new Map<string, Promise<void>>();
-  /** "network|address" → the port being deleted that still holds it. */
-  private readonly held = new Map<string, string>();
+  /** Ports being deleted in the background, by id: the addresses they hold ("network|ip"). */
+  private readonly deletions = new Map<string, { addresses: string[]; done: Promise<void> }>();
   private readonly deletionSlots = pLimit(PORT_DELETIONS_AT_ONCE);
 
   constructor(private readonly warn: (message: string, detail?: Record<string, unknown>) => void) {}
@@ -30,7 +28,7 @@ export class Teardowns {
     this.pending++;
     this.tail = this.tail
       // A network goes after the ports Docker released on it (Neutron refuses it while they exist).
-      .then(() => Promise.all(this.deletions.values()))
+      .then(() => Promise.all([...this.deletions.values()].map((d) => d.done)))
       .then(() => runDetached(work))
       .catch((err) =>
         this.warn(`${what} failed; 'kuryr gc' removes what is left`, { err: errorMessage(err) }),
@@ -62,18 +60,15 @@ export class Teardowns {
     work: () => Promise<void>,
   ): void {
     if (this.deletions.has(port.id)) return;
-    const addresses = port.fixed_ips.map((f) => `${port.network_id}|${f.ip_address}`);
-    for (const a of addresses) this.held.set(a, port.id);
     const done = this.deletionSlots(() => runDetached(work))
       .catch((err) =>
         this.warn(`${what} failed; 'kuryr gc' removes what is left`, { err: errorMessage(err) }),
       )
       .finally(() => {
-        if (this.deletions.get(port.id) !== done) return;
-        this.deletions.delete(port.id);
-        for (const a of addresses) if (this.held.get(a) === port.id) this.held.delete(a);
+        if (this.deletions.get(port.id)?.done === done) this.deletions.delete(port.id);
       });
-    this.deletions.set(port.id, done);
+    const addresses = port.fixed_ips.map((f) => `${port.network_id}|${f.ip_address}`);
+    this.deletions.set(port.id, { addresses, done });
   }
 
   /**
@@ -81,8 +76,10 @@ export class Teardowns {
    * moment it released it (`docker run --ip` right after `docker rm`).
    */
   async addressFreed(networkId: string, ip: string): Promise<void> {
-    const id = this.held.get(`${networkId}|${ip}`);
-    if (id) await this.deletions.get(id);
+    const address = `${networkId}|${ip}`;
+    await Promise.all(
+      [...this.deletions.values()].filter((d) => d.addresses.includes(address)).map((d) => d.done),
+    );
   }
 
   /** How many teardowns and port deletions are queued or running. */
@@ -92,6 +89,6 @@ export class Teardowns {
 
   /** Resolves when everything queued so far is done (shutdown, tests). */
   async settled(): Promise<void> {
-    await Promise.all([this.tail, ...this.deletions.values()]);
+    await Promise.all([this.tail, ...[...this.deletions.values()].map((d) => d.done)]);
   }
 }
