@@ -83,7 +83,11 @@ export function buildDrivers(
   const writes = new WriteBehind(activity);
   const ports = new PortBinding(catalog, hostBinder, config.DEFAULT.host);
   const pool = new WarmPool(
-    neutronPoolBackend(ports),
+    neutronPoolBackend(ports, {
+      writes,
+      delayMs: Math.max(0, config.binding.identity_write_delay) * 1000,
+      warn: hooks.warn,
+    }),
     {
       // Swarm (global scope): the manager hands out addresses for tasks on any node, so no
       // port can be made ahead on this host.

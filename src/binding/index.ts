@@ -16,6 +16,7 @@ import {
   portOfRecordedEndpoint,
   recordEndpoint,
   recordedEndpoint,
+  recordPool,
   removeVeth,
   type VethState,
   vethState,
@@ -45,6 +46,11 @@ export interface HostBinder {
    * not wait for Neutron's device_id (written behind). Survives a daemon crash with the veth.
    */
   recordEndpoint(port: Pick<Port, 'id'>, endpointId: string): Promise<void>;
+  /**
+   * Records on the port's host side that it is back in the warm pool (the endpoint record goes):
+   * its veth stays plugged for the next container.
+   */
+  recordPool(port: Pick<Port, 'id'>): Promise<void>;
   /** The endpoint recorded on the port's host side, if any. */
   recordedEndpoint(port: Pick<Port, 'id'>): string | undefined;
   /** The port (ID) whose host side records this endpoint, if any. */
@@ -146,6 +152,7 @@ export function createHostBinder(opts: BinderOptions): HostBinder {
     vethState: (port) => vethState(port.id),
     recordEndpoint: (port, endpointId) => recordEndpoint(port.id, endpointId),
     recordedEndpoint: (port) => recordedEndpoint(port.id),
+    recordPool: (port) => recordPool(port.id),
     portOfRecordedEndpoint,
     async identify(port, endpointId) {
       const plugger = pluggers[port['binding:vif_type'] ?? 'unbound'];

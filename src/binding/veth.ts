@@ -94,13 +94,33 @@ const ALIAS = /^kuryr-endpoint ([0-9a-f]{64}) port ([0-9a-f-]{36})$/;
 export async function recordEndpoint(portId: string, endpointId: string): Promise<void> {
   if (!PORT_ID.test(portId) || !/^[0-9a-f]{64}$/.test(endpointId))
     throw new HostNetworkError(`refusing endpoint record ${JSON.stringify(endpointId)} on port ${portId}`);
+  await writeAlias(portId, `kuryr-endpoint ${endpointId} port ${portId}`);
+}
+
+async function writeAlias(portId: string, alias: string): Promise<void> {
   const host = hostIfaceName(portId);
-  const alias = `kuryr-endpoint ${endpointId} port ${portId}`;
   try {
     writeFileSync(`/sys/class/net/${host}/ifalias`, alias);
   } catch {
     await runIp(['link', 'set', 'dev', host, 'alias', alias]);
   }
+}
+
+const POOL_ALIAS = /^kuryr-pool port ([0-9a-f-]{36})$/;
+
+/**
+ * Records on the host end that the port is back in this host's warm pool (a container had it):
+ * it replaces the endpoint record, and tells `kuryr gc` the port is kept while Neutron still
+ * shows the old endpoint (its reset is written behind).
+ */
+export async function recordPool(portId: string): Promise<void> {
+  if (!PORT_ID.test(portId)) throw new HostNetworkError(`refusing pool record on port ${portId}`);
+  await writeAlias(portId, `kuryr-pool port ${portId}`);
+}
+
+/** The port's host end says it is a warm port (recordPool). */
+export function recordedPool(portId: string): boolean {
+  return POOL_ALIAS.exec(readAlias(hostIfaceName(portId)))?.[1] === portId;
 }
 
 /** The endpoint recorded on a port's host end, if any. */

@@ -483,6 +483,17 @@ export class Catalog {
     return result;
   }
 
+  /**
+   * Writes a port's identity back to a warm port's (it went back to the pool). Not remembered:
+   * the pool holds it, and the start that takes it next remembers its own identity.
+   */
+  async resetPortIdentity(portId: string, attrs: Partial<Port>, tags: string[]): Promise<void> {
+    await Promise.all([
+      this.neutron.update('ports', portId, attrs),
+      this.neutron.setTags('ports', portId, tags),
+    ]);
+  }
+
   /** Replaces a port's tags and remembers them. */
   async setPortTags(port: Port, tags: string[]): Promise<Port> {
     await this.neutron.setTags('ports', port.id, tags);

@@ -14,7 +14,7 @@ import { currentContext } from '../util/context.js';
 import { DriverError, InvalidRequestError, NotFoundError } from '../util/errors.js';
 import { stripPrefix } from './addresses.js';
 import type { Catalog } from './catalog.js';
-import { isExistingPort, macChangeTags } from './existing-ports.js';
+import { isExistingPort, isKuryrCreatedPort, macChangeTags } from './existing-ports.js';
 import { explained } from './explain.js';
 import type { ExposedPorts, PortRange } from './exposed-ports.js';
 import { DEVICE_OWNER, dockerIdTags, endpointPortName } from './naming.js';
@@ -249,9 +249,12 @@ export class Endpoints {
     // Its identity, if still queued, is not written: ReleaseAddress deletes the port (only ports
     // kuryr made have their identity written behind).
     await this.writes.cancel(port.id);
-    await Promise.all([this.ports.binder.unbind(port), this.exposed.remove(port)]);
+    // A port kuryr made keeps its veth (the container end is back on the host since Leave) until
+    // ReleaseAddress, which follows: the warm pool takes it back plugged, or its deletion removes
+    // the veth behind Docker's answer. A user's port, or a dual-stack one, is unplugged now.
+    const keepsVeth = isKuryrCreatedPort(port) && port.fixed_ips.length === 1;
+    await Promise.all([keepsVeth ? undefined : this.ports.binder.unbind(port), this.exposed.remove(port)]);
     this.catalog.forgetEndpoint(endpointId);
-    // The port itself is Docker's address: ReleaseAddress, which follows, deletes it.
   }
 
   /** Exposed ports → the port's security group; the cache keeps the port's groups current. */

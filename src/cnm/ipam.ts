@@ -625,8 +625,11 @@ export class NeutronIpam implements IpamDriver {
     for (const port of cached ? [cached] : await this.catalog.portsWithAddress(subnet, ip)) {
       await this.writes.settled(port.id); // the endpoint's identity, still being written
       this.handOuts.forget(port.id);
-      this.pool.discard(port.id); // a previous run's port Docker rolls back: not warm any more
       const doing = `releasing ${ip} (Neutron port ${port.id}) of Docker pool ${req.PoolID}`;
+      // A warm port back from its container goes back to the pool, veth and all (not dual stack:
+      // Docker releases its families one by one).
+      if (isKuryrCreatedPort(port) && port.fixed_ips.length === 1 && this.pool.recycle(port)) continue;
+      this.pool.discard(port.id); // a previous run's port Docker rolls back: not warm any more
       if (!isKuryrCreatedPort(port) && !isExistingPort(port)) {
         // not ours: never touch it
       } else if (isKuryrCreatedPort(port) && port.fixed_ips.length > 1 && port.device_id) {

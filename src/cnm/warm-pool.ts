@@ -13,8 +13,9 @@ import type { Port } from '../neutron/types.js';
 import { runDetached } from '../util/context.js';
 import { errorMessage } from '../util/errors.js';
 import { HostActivity } from './host-activity.js';
-import { POOL_PORT_NAME } from './naming.js';
+import { dockerIdTags, POOL_PORT_NAME } from './naming.js';
 import type { PortBinding } from './port-binding.js';
+import type { WriteBehind } from './write-behind.js';
 
 /** What one pool's ports are made for: a Docker network's subnets (one per address family). */
 export interface PoolSpec {
@@ -37,6 +38,12 @@ export interface PoolBackend {
   listMine(filter?: { networkId?: string; batch?: string }): Promise<Port[]>;
   /** Resolves with the port's status once ACTIVE, or the last status seen when the wait ends. */
   waitActive(portId: string): Promise<string>;
+  /**
+   * A port a container had, made a pool port again: its host side kept (the veth plugged, marked
+   * as the pool's) and its endpoint identity reset in Neutron behind. Undefined when it cannot be
+   * kept (its veth is gone, or it still has a security group of the container's).
+   */
+  reuse(port: Port): Port | undefined;
   /**
    * The port was given to an endpoint, not yet recorded in Neutron (its veth records the endpoint,
    * or a container holds it): not free, whatever Neutron says.
@@ -141,6 +148,8 @@ export class WarmPool {
   /** Subnets whose pool was drained (their Docker network is gone). */
   private readonly drained = new Set<string>();
   private readonly removals = pLimit(REMOVALS_AT_ONCE);
+  /** Ports handed out to starts and not yet released: the ones `recycle` may take back. */
+  private readonly handedOut = new Set<string>();
   /** Ports asked of Neutron and not yet in a pool (they count against maxPorts). */
   private creating = 0;
   private shrinkTimer?: NodeJS.Timeout;
@@ -268,6 +277,7 @@ export class WarmPool {
     // A miss is takeOrWait's to handle (it starts a batch for the burst at once).
     if (!taken) return undefined;
     this.owned.set(taken.port.id, Date.now());
+    this.handedOut.add(taken.port.id);
     if (this.owned.size > OWNED_PRUNE_AT) this.pruneOwned();
     this.refillSoon(pool);
     return taken.active ? { ...taken.port, status: 'ACTIVE' } : taken.port;
@@ -325,10 +335,32 @@ export class WarmPool {
   }
 
   /**
+   * Takes back a port this pool handed out, now that Docker released it (ReleaseAddress), instead
+   * of it being deleted: the next start finds it warm, bound and ACTIVE, and neither its DELETE
+   * nor a new port's POST, plugging and wiring costs neutron-server anything. Up to the pool's
+   * bound (size, or max_size) and the host's; an idle pool gives back the surplus later. False:
+   * the caller deletes it.
+   */
+  recycle(port: Port): boolean {
+    if (!this.handedOut.delete(port.id) || !this.enabled || this.closing) return false;
+    const spec = specOf(port);
+    const pool = this.pools.get(keyOf(spec.subnetIds));
+    const bound = this.settings.size > 0 ? this.settings.size : this.settings.maxSize;
+    if (!pool || pool.closed || pool.ready.length + pool.making >= bound || this.hostRoom() === 0)
+      return false;
+    const reset = this.backend.reuse(port);
+    if (!reset) return false;
+    this.owned.delete(port.id); // add() keeps a port only once; this one comes back
+    this.add(pool, reset);
+    return true;
+  }
+
+  /**
    * Forgets a port that is being deleted (ReleaseAddress): a previous run's port that Docker's
    * rollback releases after this process adopted it must not be handed out again.
    */
   discard(portId: string): void {
+    this.handedOut.delete(portId);
     for (const pool of this.pools.values()) {
       const i = pool.ready.findIndex((r) => r.port.id === portId);
       if (i >= 0) {
@@ -455,6 +487,7 @@ export class WarmPool {
     const waiter = pool.waiters.shift();
     if (waiter) {
       // A start is waiting for it: straight to that start (Join waits for ACTIVE, as without a pool).
+      this.handedOut.add(port.id);
       clearTimeout(waiter.timer);
       waiter.resolve(port);
       return;
@@ -673,8 +706,16 @@ export class WarmPool {
 /** How long a pool port may take to turn ACTIVE before it is handed out as it is. */
 const POOL_ACTIVE_WAIT_MS = 120_000;
 
+/** How a recycled port's reset is written (WriteBehind, like an endpoint's identity). */
+export interface ResetWrites {
+  writes: WriteBehind;
+  /** Quiet time before the reset goes to Neutron (it waits for starts to pause, as identities do). */
+  delayMs: number;
+  warn(message: string): void;
+}
+
 /** The pool's Neutron and host side: bulk create, veths via the host binder, batched ACTIVE polls. */
-export function neutronPoolBackend(ports: PortBinding): PoolBackend {
+export function neutronPoolBackend(ports: PortBinding, resets: ResetWrites): PoolBackend {
   const catalog = ports.catalog;
   return {
     create: (spec, count, batch) =>
@@ -692,6 +733,33 @@ export function neutronPoolBackend(ports: PortBinding): PoolBackend {
       await Promise.all(list.map((p) => ports.plugHost(p)));
     },
     remove: (port) => ports.release(port),
+    reuse: (port) => {
+      // Since Leave the container end is back on the host (Docker moves it out of the sandbox):
+      // the pair is as the pool made it. Its exposed-ports group went with DeleteEndpoint.
+      if (!ports.isBoundHere(port) || ports.binder.vethState(port) !== 'on-host') return undefined;
+      if ((port.security_groups?.length ?? 0) > 1) return undefined;
+      const endpointTags = new Set(port.device_id ? dockerIdTags(port.device_id) : []);
+      const fields = { device_id: '', name: POOL_PORT_NAME };
+      const reset: Port = { ...port, ...fields, tags: port.tags.filter((t) => !endpointTags.has(t)) };
+      // The pool holds it now; the catalog remembers ports from their hand-out on.
+      catalog.forgetPort(port.id);
+      // The veth says "pool" at once (gc, a restart); Neutron learns it behind, unless the port
+      // is taken again first (the next identity write replaces the reset).
+      void ports.binder
+        .recordPool(port)
+        .catch((err) => resets.warn(`marking veth of port ${port.id} as warm failed: ${errorMessage(err)}`));
+      if (port.device_id || port.name !== POOL_PORT_NAME) {
+        resets.writes.enqueue(
+          port.id,
+          `resetting warm port ${port.id} (was endpoint ${port.device_id.slice(0, 12)})`,
+          () => catalog.resetPortIdentity(port.id, fields, reset.tags),
+          resets.warn,
+          resets.delayMs,
+          false,
+        );
+      }
+      return reset;
+    },
     listMine: (filter = {}) =>
       catalog.reader.list('ports', {
         name: POOL_PORT_NAME,

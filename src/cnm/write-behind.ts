@@ -1,6 +1,9 @@
-// Neutron writes Docker need not wait for (a warm port's endpoint identity): run a little later,
-// in order per port, retried on 5xx and dropped connections. Calls about the same port start the
-// pending write at once and wait for it (`settled`), so nothing reads a port half-written.
+// Neutron writes Docker need not wait for (a warm port's endpoint identity, and its reset when the
+// port goes back to the warm pool): run a little later, in order per port, retried on 5xx and
+// dropped connections. Each write sets the same fields in full, so a newer write for a port
+// replaces one not yet started (a recycled port taken again before its reset was written costs no
+// reset at all). Calls about the same port start the pending write at once and wait for it
+// (`settled`), so nothing reads a port half-written.
 import { NeutronApiError } from '../neutron/errors.js';
 import { runDetached } from '../util/context.js';
 import { HostActivity } from './host-activity.js';
@@ -14,13 +17,17 @@ export class WriteBehind {
   private readonly startNow = new Map<string, () => void>();
   /** Ports whose writes not yet started are dropped (their endpoint is going). */
   private readonly cancelled = new Set<string>();
+  /** The newest write queued per port: older ones not yet started are skipped. */
+  private readonly newest = new Map<string, number>();
+  private queued = 0;
 
   /** Delayed writes wait until starts on this host pause (the warm pool's refills too). */
   constructor(private readonly activity = new HostActivity()) {}
 
   /**
    * Queues `write` for `portId`, due once starts on this host paused for `delayMs`; failures are
-   * reported through `onFail`. Only a start queues writes, so queueing counts as its activity.
+   * reported through `onFail`. A start's write counts as its activity (`asStart`); a removal's
+   * (a reset) does not.
    */
   enqueue(
     portId: string,
@@ -28,10 +35,15 @@ export class WriteBehind {
     write: () => Promise<unknown>,
     onFail: (msg: string) => void,
     delayMs = 0,
+    asStart = true,
   ): void {
     const previous = this.writes.get(portId) ?? Promise.resolve();
+    const id = ++this.queued;
+    this.newest.set(portId, id);
+    // The write this one replaces, if not started, is due now: it only steps aside.
+    this.startNow.get(portId)?.();
     const attempt = async () => {
-      if (this.cancelled.has(portId)) return;
+      if (this.cancelled.has(portId) || this.newest.get(portId) !== id) return;
       for (let i = 0; ; i++) {
         try {
           await write();
@@ -43,10 +55,11 @@ export class WriteBehind {
             return;
           }
           await new Promise((r) => setTimeout(r, 500 * (i + 1)));
+          if (this.newest.get(portId) !== id) return; // a newer write says it all
         }
       }
     };
-    this.activity.started();
+    if (asStart) this.activity.started();
     const due = new Promise<void>((resolve) => {
       // A burst's writes wait for its end, when neutron-server's work no longer competes with the
       // starts, but no longer than MAX_DEFER_MS.
@@ -62,6 +75,7 @@ export class WriteBehind {
         if (this.writes.get(portId) === done) {
           this.writes.delete(portId);
           this.startNow.delete(portId);
+          this.newest.delete(portId);
         }
       });
     this.writes.set(portId, done);

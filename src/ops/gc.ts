@@ -5,7 +5,13 @@
 // left alone. Young unbound resources are left alone too: they may belong to a call in flight.
 import { readdirSync } from 'node:fs';
 import { removeStrayHostIface } from '../binding/index.js';
-import { CONTAINER_PREFIX, HOST_PREFIX, recordedEndpoint, vethInContainer } from '../binding/veth.js';
+import {
+  CONTAINER_PREFIX,
+  HOST_PREFIX,
+  recordedEndpoint,
+  recordedPool,
+  vethInContainer,
+} from '../binding/veth.js';
 import { handBack, isExistingPort, isKuryrCreatedPort } from '../cnm/existing-ports.js';
 import { exposedGroupName } from '../cnm/exposed-ports.js';
 import {
@@ -162,7 +168,8 @@ export async function findGarbage(
           why: 'warm-pool port of a removed network',
         });
     } else if (port.device_id) {
-      if (host !== opts.host || liveEndpoints.has(port.device_id)) {
+      // A warm port back from its container shows its old endpoint until its reset is written.
+      if (host !== opts.host || liveEndpoints.has(port.device_id) || recordedPool(port.id)) {
         livePorts.add(port.id);
         continue;
       }

@@ -156,11 +156,14 @@ async function addressesOf(
   return held;
 }
 
-/** Until no port kuryr made holds these addresses (a user's port is handed back, and stays). */
+/**
+ * Until no container's port holds these addresses: kuryr deletes its ports, or takes them back
+ * into the host's warm pool (reset to an idle warm port behind); a user's port is handed back.
+ */
 async function portsDeleted(held: [string, string][]): Promise<void> {
   for (const [networkId, ip] of held) {
     await waitFor(
-      `kuryr's port for ${ip} deleted after docker rm`,
+      `kuryr's port for ${ip} deleted or back in the warm pool after docker rm`,
       async () =>
         (
           await neutron.list('ports', {
@@ -168,7 +171,7 @@ async function portsDeleted(held: [string, string][]): Promise<void> {
             fixed_ips: `ip_address=${ip}`,
             device_owner: 'compute:kuryr',
           })
-        ).every((p) => p.tags.includes('kuryr.port.existing')),
+        ).every((p) => p.tags.includes('kuryr.port.existing') || isIdleWarmPort(p)),
       30_000,
       100,
     );

@@ -13,11 +13,14 @@ import {
   cleanupDocker,
   containerNet,
   createKuryrNetwork,
+  DOCKER,
   docker,
   expectedBridge,
+  gcGarbage,
   HOST,
   hostLinks,
   IMAGE,
+  isIdleWarmPort,
   type KuryrProcess,
   kuryrCli,
   networkId,
@@ -27,6 +30,7 @@ import {
   pluggedInto,
   pluginCall,
   portOfEndpoint,
+  run,
   startKuryr,
   uniqueName,
   waitFor,
@@ -335,5 +339,74 @@ describe('warm port pool ([vif_pool] size = 3)', () => {
     await docker('run', '-d', '--name', clate2, '--net', net, IMAGE, 'sleep', '600');
     await fullPool(neutronNet);
     assert.match(await metric('kuryr_warm_pool_takes_total'), /result="miss"} 1/);
+  });
+});
+
+describe('the default pool (sized by demand): docker rm gives the port back to it', () => {
+  let kuryr: KuryrProcess;
+  const net = uniqueName('recycle');
+  const [c1, c2, c3] = ['1', '2', '3'].map((c) => uniqueName(`recycle-${c}`)) as [string, string, string];
+  before(async () => {
+    // Resets and identities are written 5 s after the last start (1 s by default): long enough
+    // to look at the port before its reset lands.
+    kuryr = await startKuryr('[binding]\nidentity_write_delay = 5\n');
+  });
+  after(async () => {
+    await cleanupDocker([c1, c2, c3], [net]);
+    await kuryr?.stop();
+  });
+
+  it('bound, plugged and ACTIVE all along, kept by gc, reset behind; --ip of its address gets it again, and traffic flows', async () => {
+    await createKuryrNetwork('--subnet', '10.88.9.0/24', net);
+    const [n] = await neutronNetworksOf(await networkId(net));
+    assert.ok(n);
+    await docker('run', '-d', '--name', c1, '--net', net, IMAGE, 'sleep', '600');
+    const ep = await containerNet(c1, net);
+    const port = await waitFor(
+      'the endpoint written to its port',
+      async () => (await neutron.list('ports', { device_id: ep.endpointId }))[0],
+      20_000,
+      200,
+    );
+    const tap = `tap${port.id.slice(0, 11)}`;
+    await run(DOCKER, ['rm', '-f', c1]); // not the harness's docker(): it would wait for the reset
+    // Docker moved the container end back to the host at Leave: the pair stays, plugged.
+    assert.deepEqual(await hostLinks(tap), [tap]);
+    assert.deepEqual(await hostLinks(`t_c${port.id.slice(0, 11)}`), [`t_c${port.id.slice(0, 11)}`]);
+    assert.equal(await pluggedInto(tap), await expectedBridge(n.id));
+    assert.equal(readFileSync(`/sys/class/net/${tap}/ifalias`, 'utf8').trim(), `kuryr-pool port ${port.id}`);
+    const [early] = await neutron.list('ports', { id: port.id });
+    assert.equal(
+      early?.device_id,
+      ep.endpointId,
+      'Neutron still shows the old endpoint (the reset is behind)',
+    );
+    assert.ok(
+      !(await gcGarbage()).some((g) => g.id === port.id),
+      'gc keeps it: its veth says it is a warm port',
+    );
+    const back = await waitFor(
+      'the port reset to an idle warm port',
+      async () => (await neutron.list('ports', { id: port.id })).find(isIdleWarmPort),
+      20_000,
+      200,
+    );
+    assert.equal(back.status, 'ACTIVE');
+    assert.equal(back['binding:host_id'], HOST);
+    assert.ok(!back.tags.some((t) => ep.endpointId.startsWith(t.split(':')[1] ?? '-')), 'endpoint tags gone');
+    // The address is free for Docker: --ip of it is served by the warm port that holds it.
+    await docker('run', '-d', '--name', c2, '--net', net, '--ip', ep.ip, IMAGE, 'sleep', '600');
+    const ep2 = await containerNet(c2, net);
+    const again = await waitFor(
+      'the new endpoint written',
+      async () => (await neutron.list('ports', { device_id: ep2.endpointId }))[0],
+      20_000,
+      200,
+    );
+    assert.equal(again.id, port.id, 'the same port');
+    assert.equal(ep2.mac, port.mac_address, 'eth0 carries the port MAC');
+    await docker('run', '-d', '--name', c3, '--net', net, IMAGE, 'sleep', '600');
+    await pingUntilReply(c3, ep2.ip);
+    await pingUntilReply(c2, (await containerNet(c3, net)).ip);
   });
 });

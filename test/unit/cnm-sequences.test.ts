@@ -63,10 +63,17 @@ class MemoryBinder implements HostBinder {
   /** Endpoint records on host sides (the interface alias), by port ID: gone with the veth. */
   readonly records = new Map<string, string>();
   async recordEndpoint(port: Pick<Port, 'id'>, endpointId: string): Promise<void> {
+    this.pooled.delete(port.id);
     this.records.set(port.id, endpointId);
   }
   recordedEndpoint(port: Pick<Port, 'id'>): string | undefined {
     return this.plugged.has(port.id) ? this.records.get(port.id) : undefined;
+  }
+  /** Ports whose host side says they are back in the warm pool. */
+  readonly pooled = new Set<string>();
+  async recordPool(port: Pick<Port, 'id'>): Promise<void> {
+    this.records.delete(port.id);
+    this.pooled.add(port.id);
   }
   portOfRecordedEndpoint(endpointId: string): string | undefined {
     return [...this.records].find(([id, ep]) => ep === endpointId && this.plugged.has(id))?.[0];
@@ -653,6 +660,62 @@ describe('with the defaults: warm pool on, sized by demand', () => {
     assert.equal(fake.all('ports').length, 0, 'the warm ports went too');
   });
 
+  it('docker rm gives a warm port back to the pool: veth kept, identity reset behind, reused by a later start; nothing deleted or made for it', async () => {
+    const k = startKuryr(fake, POOL_ON);
+    const net = hexId();
+    const pool = await requestPool(k, '10.21.5.0/24');
+    await createNetwork(k, net, [pool]);
+    const [n] = taggedNetworks(fake, net);
+    assert.ok(n);
+    await waitUntil('the pool to fill', () => portsOn(fake, n.id).length === 2);
+    const ep = hexId();
+    const ip = await requestAddress(k, pool, '');
+    await createEndpoint(k, net, ep, { v4: ip });
+    await join(k, net, ep);
+    await k.settle(); // its identity is in Neutron, the pool refilled
+    const port = portsOn(fake, n.id).find((p) => p.device_id === ep);
+    assert.ok(port, 'the endpoint has its port');
+    assert.ok(
+      port.tags.some((t) => ep.startsWith(t.split(':')[1] ?? '-')),
+      'tagged with the endpoint',
+    );
+    fake.clearLog();
+    await stopEndpoint(k, net, ep, [{ pool, ip }]);
+    assert.ok(k.binder.plugged.has(port.id), 'the veth stays plugged');
+    assert.ok(k.binder.pooled.has(port.id), "the veth says it is the pool's");
+    assert.equal(k.binder.recordedEndpoint(port), undefined, 'and no longer names the endpoint');
+    await k.settle();
+    const reset = fake.get('ports', port.id);
+    assert.ok(reset, 'not deleted');
+    assert.equal(reset.device_id, '');
+    assert.equal(reset.name, 'kuryr-pool-port');
+    assert.equal(reset['binding:host_id'], HOST, 'still bound here');
+    assert.ok(!reset.tags.some((t) => t.startsWith('kuryr.net.uuid')), `endpoint tags gone: ${reset.tags}`);
+    const calls = fake.log.map((r) => `${r.method} ${r.resource}`);
+    assert.ok(
+      !calls.includes('DELETE ports') && !calls.includes('POST ports'),
+      `nothing deleted or made: ${calls}`,
+    );
+    // A restarted daemon's gc would keep it too: it is a pool port of a live network now.
+    // The later starts take the warm ports; one of them is this one, unchanged in Neutron but for its identity.
+    const held = portsOn(fake, n.id).length;
+    const got: string[] = [];
+    for (let i = 0; i < held && !got.includes(ip); i++) got.push(await requestAddress(k, pool, ''));
+    assert.ok(got.includes(ip), `a later start got the recycled port's address (${got} of ${held})`);
+    const ep2 = hexId();
+    await createEndpoint(k, net, ep2, { v4: ip });
+    await join(k, net, ep2);
+    await k.settle();
+    assert.equal(fake.get('ports', port.id)?.device_id, ep2, 'the same port, given to the new endpoint');
+    assert.ok(k.binder.recordedEndpoint(port) === ep2 && !k.binder.pooled.has(port.id));
+    await stopEndpoint(k, net, ep2, [{ pool, ip }]);
+    for (const other of got.filter((a) => a !== ip))
+      await k.ipam.releaseAddress({ PoolID: pool.poolId, Address: bare(other) });
+    await removeNetwork(k, net, [pool]);
+    assert.equal(fake.all('ports').length, 0, 'network rm takes the recycled ports too');
+    assert.equal(k.binder.plugged.size, 0, 'and their veths');
+  });
+
   it('--mac-address with a warm port: CreateEndpoint gives the port that MAC', async () => {
     const k = startKuryr(fake, POOL_ON);
     const net = hexId();
@@ -707,10 +770,8 @@ describe('with the defaults: warm pool on, sized by demand', () => {
     await createEndpoint(k, net, ep, { v4: ip, mac });
     await k.settle();
     k.binder.unbindFailure = new Error('ovs-vsctl: database connection failed');
-    await assert.rejects(
-      k.network.deleteEndpoint({ NetworkID: net, EndpointID: ep }),
-      /database connection failed/,
-    );
+    // DeleteEndpoint leaves kuryr's port plugged; it is unplugged with its deletion (ReleaseAddress).
+    await k.network.deleteEndpoint({ NetworkID: net, EndpointID: ep });
     await k.ipam.releaseAddress({ PoolID: pool.poolId, Address: bare(ip) });
     await k.settle();
     assert.deepEqual(portsOn(fake, n?.id ?? ''), [], 'the port went all the same');

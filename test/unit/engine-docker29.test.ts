@@ -41,6 +41,7 @@ class NoHost implements HostBinder {
     return 'absent';
   }
   async recordEndpoint(): Promise<void> {}
+  async recordPool(): Promise<void> {}
   recordedEndpoint(): string | undefined {
     return undefined;
   }

@@ -90,6 +90,14 @@ class FakeBackend implements PoolBackend {
   claimed(p: Port): boolean {
     return this.held.has(p.id);
   }
+  /** Ports whose veth a container took away (Docker never gave it back): not reusable. */
+  readonly vethGone = new Set<string>();
+  readonly reused: string[] = [];
+  reuse(p: Port): Port | undefined {
+    if (this.vethGone.has(p.id) || !this.plugged.has(p.id)) return undefined;
+    this.reused.push(p.id);
+    return { ...p, device_id: '', name: 'kuryr-pool-port', status: 'ACTIVE' };
+  }
 }
 
 const warnings: string[] = [];
@@ -503,5 +511,72 @@ describe('warm pool sized by demand (size = 0)', () => {
     const t0 = Date.now();
     assert.equal(await pool2.takeOrWait('sub-a4', 100), undefined);
     assert.ok(Date.now() - t0 < 400, 'the wait is bounded');
+  });
+
+  it('takes back a port it handed out (up to its bound), hands it out again, and deletes nothing', async () => {
+    const b = new FakeBackend();
+    // Refills wait for a quiet host: here, longer than the test.
+    const pool = new WarmPool(b, settings({ size: 2, batch: 2, refillDelayMs: 60_000 }), {
+      warn: () => undefined,
+    });
+    pool.register({ networkId: 'net-a', subnetIds: ['sub-a4'] });
+    await until('pool full', () => pool.stats().ready === 2);
+    const [one, two] = [pool.take('sub-a4'), pool.take('sub-a4')];
+    assert.ok(one && two);
+    assert.equal(pool.stats().ready, 0);
+    assert.equal(pool.recycle({ ...one, device_id: 'ep-1' }), true);
+    assert.equal(pool.recycle({ ...one, device_id: 'ep-1' }), false, 'a replayed release is not taken twice');
+    assert.equal(
+      pool.recycle({ ...port(SPEC), device_id: 'ep-x' }),
+      false,
+      'never a port it did not hand out',
+    );
+    assert.equal(pool.recycle({ ...two, device_id: 'ep-2' }), true);
+    assert.deepEqual(b.reused, [one.id, two.id]);
+    const again = pool.take('sub-a4');
+    assert.ok(again && [one.id, two.id].includes(again.id), 'a recycled port is handed out again');
+    assert.equal(again.device_id, '', 'as a warm port, its old endpoint gone');
+    assert.equal(again.status, 'ACTIVE');
+    // The start that found the pool empty had ports made, the pool topped up to its size: full.
+    const three = pool.take('sub-a4');
+    const four = await pool.takeOrWait('sub-a4', 2_000);
+    assert.ok(three && four && again.id !== three.id);
+    await until('topped up', () => pool.stats().ready === 2);
+    for (const p of [again, three, four])
+      assert.equal(pool.recycle(p), false, 'beyond the pool size: the caller deletes it');
+    assert.equal(pool.stats().ready, 2);
+    assert.equal(b.removed.length, 0, 'the pool itself deleted nothing');
+  });
+
+  it('takes back a port made for a start that found the pool empty (a burst) as well', async () => {
+    const b = new FakeBackend();
+    const pool = new WarmPool(b, settings({ size: 2, batch: 1, refillDelayMs: 60_000 }), {
+      warn: () => undefined,
+    });
+    pool.register({ networkId: 'net-a', subnetIds: ['sub-a4'] });
+    await until('pool full', () => pool.stats().ready === 2);
+    assert.ok(pool.take('sub-a4') && pool.take('sub-a4'));
+    const waited = await pool.takeOrWait('sub-a4', 2_000);
+    assert.ok(waited, 'made for it');
+    // The burst's batches topped the pool up too; two more starts empty it.
+    await until('topped up', () => pool.stats().ready === 2 && b.inFlight === 0);
+    assert.ok(pool.take('sub-a4') && pool.take('sub-a4'));
+    assert.equal(pool.recycle(waited), true);
+    assert.equal(pool.take('sub-a4')?.id, waited.id);
+  });
+
+  it('does not take back a port whose veth is gone, nor one released after its network was drained', async () => {
+    const b = new FakeBackend();
+    const pool = demand(b, { minSize: 2, maxSize: 4 });
+    pool.register({ networkId: 'net-a', subnetIds: ['sub-a4'] }, 'docker-a');
+    await until('pool filled', () => pool.stats().ready === 2);
+    const gone = pool.take('sub-a4');
+    const kept = pool.take('sub-a4');
+    assert.ok(gone && kept);
+    b.vethGone.add(gone.id);
+    assert.equal(pool.recycle(gone), false);
+    await pool.drainDockerNetwork('docker-a', 'net-a');
+    assert.equal(pool.recycle(kept), false, 'the network is going: the port goes with it');
+    assert.deepEqual(b.reused, []);
   });
 });

@@ -143,6 +143,7 @@ describe('write-behind', () => {
       },
       (m) => warnings.push(m),
     );
+    await new Promise((r) => setTimeout(r, 10)); // the first is in flight
     v.enqueue(
       'p3',
       'second',
@@ -155,5 +156,35 @@ describe('write-behind', () => {
     await v.settleAll();
     assert.deepEqual(order, ['first', 'second']);
     assert.deepEqual(warnings, []);
+  });
+
+  it('a newer write replaces one not yet started (a recycled port taken again before its reset), at once', async () => {
+    const activity = new HostActivity();
+    const v = new WriteBehind(activity);
+    const order: string[] = [];
+    v.enqueue(
+      'p8',
+      'reset',
+      async () => void order.push('reset'),
+      () => undefined,
+      60_000,
+      false,
+    );
+    let quiet = false;
+    activity.afterQuiet(50, 10_000, () => {
+      quiet = true;
+    });
+    await new Promise((r) => setTimeout(r, 80));
+    assert.ok(quiet, 'a reset is no start: the host stayed quiet');
+    const t0 = Date.now();
+    v.enqueue(
+      'p8',
+      'identity',
+      async () => void order.push('identity'),
+      () => undefined,
+    );
+    await v.settled('p8');
+    assert.deepEqual(order, ['identity'], 'the reset was never written');
+    assert.ok(Date.now() - t0 < 1_000, 'the replaced write did not hold the newer one up');
   });
 });
