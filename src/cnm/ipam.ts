@@ -580,7 +580,8 @@ export class NeutronIpam implements IpamDriver {
     if (err.type === 'MacAddressInUse' && mac) {
       [holder] = await this.neutron.list('ports', { network_id: subnet.network_id, mac_address: mac });
       if (holder && !holder.device_id && (isKuryrPortOwner(holder.device_owner) || isExistingPort(holder)))
-        return this.addToSibling(holder, subnet, wanted);
+        // A warm port with that MAC (a container's, recycled) leaves the pool first: never two holders.
+        return this.addToSibling(this.pool.takeById(holder.id) ?? holder, subnet, wanted);
     } else if (err.type === 'IpAddressAlreadyAllocated' && wanted) {
       [holder] = await this.catalog.portsWithAddress(subnet, wanted);
       if (holder && this.settings.requestReplay && isKuryrCreatedPort(holder)) return holder;

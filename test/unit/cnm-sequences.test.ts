@@ -716,6 +716,35 @@ describe('with the defaults: warm pool on, sized by demand', () => {
     assert.equal(k.binder.plugged.size, 0, 'and their veths');
   });
 
+  it("--mac-address of a recycled port's MAC takes that port out of the pool: no other start gets it", async () => {
+    const k = startKuryr(fake, POOL_ON);
+    const net = hexId();
+    const pool = await requestPool(k, '10.21.6.0/24');
+    await createNetwork(k, net, [pool]);
+    const [n] = taggedNetworks(fake, net);
+    assert.ok(n);
+    await waitUntil('the pool to fill', () => portsOn(fake, n.id).length === 2);
+    const ep = hexId();
+    const mac = dockerMac();
+    const ip = await requestAddress(k, pool, '');
+    await createEndpoint(k, net, ep, { v4: ip, mac }); // Docker 26 tells the MAC only here
+    await stopEndpoint(k, net, ep, [{ pool, ip }]);
+    await k.settle();
+    const recycled = portsOn(fake, n.id).find((p) => p.mac_address === mac);
+    assert.ok(recycled && recycled.device_id === '', 'back in the pool with its MAC');
+    // docker run --mac-address of that MAC (Docker 20.10 asks IPAM with it).
+    const again = await requestAddress(k, pool, mac);
+    assert.equal(again, ip, 'served by the port that has the MAC');
+    const others: string[] = [];
+    const warm = portsOn(fake, n.id).length;
+    for (let i = 0; i < warm; i++) others.push(await requestAddress(k, pool, ''));
+    assert.ok(!others.includes(ip), `no other start got it: ${others}`);
+    for (const a of [again, ...others])
+      await k.ipam.releaseAddress({ PoolID: pool.poolId, Address: bare(a) });
+    await removeNetwork(k, net, [pool]);
+    assert.equal(fake.all('ports').length, 0);
+  });
+
   it('--mac-address with a warm port: CreateEndpoint gives the port that MAC', async () => {
     const k = startKuryr(fake, POOL_ON);
     const net = hexId();
