@@ -100,9 +100,11 @@ probe_ovn-northd() { ovn-appctl -t "$OVN_RUN/ovn-northd.$(cat "$OVN_RUN/ovn-nort
 # ovn-controller connected to the SB, programming br-int (OpenFlow 1.5: it has installed flows),
 # and Neutron reporting its chassis alive for this host. Alive alone is not enough: a chassis that
 # cannot program br-int still looks alive for agent_down_time after it last kept up.
+# (grep -c, not -q, on the flow dump: -q stops reading at the first match, and under pipefail the
+# dump's SIGPIPE failed the probe once br-int's flows outgrew the pipe, with many ports plugged.)
 probe_ovn-controller() {
   ovn-appctl -t "$OVN_RUN/ovn-controller.$(cat "$OVN_RUN/ovn-controller.pid").ctl" connection-status | grep -qx connected &&
-    ovs-ofctl -O OpenFlow15 dump-flows $INT_BR | grep -q 'table=' &&
+    [ "$(ovs-ofctl -O OpenFlow15 dump-flows $INT_BR | grep -c 'table=')" -gt 0 ] &&
     agent_info | grep -q '^alive'
 }
 
