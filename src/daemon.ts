@@ -40,6 +40,7 @@ export interface Daemon {
 export interface DriverHooks extends EndpointHooks {
   warnDetail(message: string, detail?: Record<string, unknown>): void;
   poolTaken?(hit: boolean): void;
+  poolReturned?(kept: boolean): void;
 }
 
 /** The drivers, ready to be served by one or more listeners, and the warm pool they share. */
@@ -102,7 +103,7 @@ export function buildDrivers(
       retryMs: 30_000,
       refillDelayMs: 1_000,
     },
-    { warn: hooks.warnDetail, taken: hooks.poolTaken },
+    { warn: hooks.warnDetail, taken: hooks.poolTaken, returned: hooks.poolReturned },
     activity,
   );
   const network = new NeutronNetworkDriver(
@@ -179,6 +180,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       warnDetail: (msg, detail) => logger.warn(detail ?? {}, msg),
       activeWaited: (s) => metrics.bindingWaitSeconds.observe(s),
       poolTaken: (hit) => metrics.poolTakes.inc({ result: hit ? 'hit' : 'miss' }),
+      poolReturned: (kept) => metrics.poolReturns.inc({ result: kept ? 'kept' : 'deleted' }),
     });
   metrics.watchPool(() => pool.stats());
   metrics.watchTeardowns(teardownsPending);

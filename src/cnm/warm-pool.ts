@@ -75,6 +75,8 @@ export interface WarmPoolSettings {
 export interface WarmPoolHooks {
   warn(message: string, detail?: Record<string, unknown>): void;
   taken?(hit: boolean): void;
+  /** A port it handed out came back from Docker: kept, or left to be deleted. */
+  returned?(kept: boolean): void;
 }
 
 interface Ready {
@@ -342,9 +344,15 @@ export class WarmPool {
    * the caller deletes it.
    */
   recycle(port: Port): boolean {
-    if (!this.handedOut.delete(port.id) || !this.enabled || this.closing) return false;
-    const spec = specOf(port);
-    const pool = this.pools.get(keyOf(spec.subnetIds));
+    if (!this.handedOut.delete(port.id)) return false;
+    const kept = this.takeBack(port);
+    this.hooks.returned?.(kept);
+    return kept;
+  }
+
+  private takeBack(port: Port): boolean {
+    if (!this.enabled || this.closing) return false;
+    const pool = this.pools.get(keyOf(specOf(port).subnetIds));
     const bound = this.settings.size > 0 ? this.settings.size : this.settings.maxSize;
     if (!pool || pool.closed || pool.ready.length + pool.making >= bound || this.hostRoom() === 0)
       return false;

@@ -57,6 +57,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly poolReturns = new Counter({
+    name: 'kuryr_warm_pool_returns_total',
+    help: "Ports released by Docker that the warm pool handed out, by whether it took them back ('kept') or they were deleted",
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'kuryr_' });
   }

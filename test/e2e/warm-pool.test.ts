@@ -56,8 +56,8 @@ function fullPool(neutronNetworkId: string): Promise<Port[]> {
   );
 }
 
-async function metric(name: string): Promise<string> {
-  return (await (await request(`http://${METRICS}/metrics`)).body.text())
+async function metric(name: string, at = METRICS): Promise<string> {
+  return (await (await request(`http://${at}/metrics`)).body.text())
     .split('\n')
     .filter((l) => l.startsWith(name))
     .join('\n');
@@ -342,6 +342,8 @@ describe('warm port pool ([vif_pool] size = 3)', () => {
   });
 });
 
+const RECYCLE_METRICS = '127.0.0.1:23789';
+
 describe('the default pool (sized by demand): docker rm gives the port back to it', () => {
   let kuryr: KuryrProcess;
   const net = uniqueName('recycle');
@@ -349,7 +351,7 @@ describe('the default pool (sized by demand): docker rm gives the port back to i
   before(async () => {
     // Resets and identities are written 5 s after the last start (1 s by default): long enough
     // to look at the port before its reset lands.
-    kuryr = await startKuryr('[binding]\nidentity_write_delay = 5\n');
+    kuryr = await startKuryr(`metrics_listen = ${RECYCLE_METRICS}\n[binding]\nidentity_write_delay = 5\n`);
   });
   after(async () => {
     await cleanupDocker([c1, c2, c3], [net]);
@@ -375,6 +377,7 @@ describe('the default pool (sized by demand): docker rm gives the port back to i
     assert.deepEqual(await hostLinks(`t_c${port.id.slice(0, 11)}`), [`t_c${port.id.slice(0, 11)}`]);
     assert.equal(await pluggedInto(tap), await expectedBridge(n.id));
     assert.equal(readFileSync(`/sys/class/net/${tap}/ifalias`, 'utf8').trim(), `kuryr-pool port ${port.id}`);
+    assert.match(await metric('kuryr_warm_pool_returns_total', RECYCLE_METRICS), /result="kept"} 1/);
     const [early] = await neutron.list('ports', { id: port.id });
     assert.equal(
       early?.device_id,
