@@ -488,9 +488,14 @@ export class Catalog {
    * the pool holds it, and the start that takes it next remembers its own identity.
    */
   async resetPortIdentity(portId: string, attrs: Partial<Port>, tags: string[]): Promise<void> {
+    // A container gone before its identity was written (the write is dropped at DeleteEndpoint)
+    // left nothing to reset: a GET instead of two writes, which cost neutron-server far more.
+    const now = await this.neutron.get('ports', portId);
+    const fields = Object.entries(attrs).some(([k, v]) => now[k as keyof Port] !== v);
+    const sameTags = now.tags.length === tags.length && tags.every((t) => now.tags.includes(t));
     await Promise.all([
-      this.neutron.update('ports', portId, attrs),
-      this.neutron.setTags('ports', portId, tags),
+      fields ? this.neutron.update('ports', portId, attrs) : undefined,
+      sameTags ? undefined : this.neutron.setTags('ports', portId, tags),
     ]);
   }
 
