@@ -8,8 +8,12 @@ import { NeutronApiError } from '../neutron/errors.js';
 import { runDetached } from '../util/context.js';
 import { HostActivity } from './host-activity.js';
 
-/** A delayed write waits for a quiet moment at most this long after it was queued. */
-const MAX_DEFER_MS = 10_000;
+/**
+ * A delayed write waits for a quiet moment at most this long after it was queued. A burst of 20
+ * starts on a 2-core host lasts 10-20 s while neutron-server works for it; with 10 s, identity
+ * writes landed inside it (measured: docs/performance.md).
+ */
+const MAX_DEFER_MS = 30_000;
 
 export class WriteBehind {
   /** The last queued write per port, and how to start the waiting one early. */
