@@ -99,6 +99,7 @@ export function buildDrivers(
       maxPorts: Math.max(0, config.vif_pool.max_ports),
       demandWindowMs: config.vif_pool.demand_window * 1000,
       idleMs: config.vif_pool.idle_timeout * 1000,
+      trimAfterMs: 30_000,
       batch: Math.max(1, config.vif_pool.batch),
       retryMs: 30_000,
       refillDelayMs: 1_000,

@@ -64,6 +64,11 @@ export interface WarmPoolSettings {
   demandWindowMs: number;
   /** A pool nobody took from for this long gives back its ports beyond minSize. */
   idleMs: number;
+  /**
+   * Ports containers gave back beyond the pool's bound (size, or maxSize) are kept until nobody
+   * took from the pool for this long, then deleted: not during the burst that follows a removal.
+   */
+  trimAfterMs: number;
   /** Most ports made by one bulk request. */
   batch: number;
   /** After a failed refill, how long before trying again. */
@@ -339,9 +344,9 @@ export class WarmPool {
   /**
    * Takes back a port this pool handed out, now that Docker released it (ReleaseAddress), instead
    * of it being deleted: the next start finds it warm, bound and ACTIVE, and neither its DELETE
-   * nor a new port's POST, plugging and wiring costs neutron-server anything. Up to the pool's
-   * bound (size, or max_size) and the host's; an idle pool gives back the surplus later. False:
-   * the caller deletes it.
+   * nor a new port's POST, plugging and wiring costs neutron-server anything. Within the host's
+   * bound (maxPorts); beyond the pool's own (size, or maxSize) only until nobody took from it for
+   * trimAfterMs (a removal is often followed by starts). False: the caller deletes it.
    */
   recycle(port: Port): boolean {
     if (!this.handedOut.delete(port.id)) return false;
@@ -353,9 +358,7 @@ export class WarmPool {
   private takeBack(port: Port): boolean {
     if (!this.enabled || this.closing) return false;
     const pool = this.pools.get(keyOf(specOf(port).subnetIds));
-    const bound = this.settings.size > 0 ? this.settings.size : this.settings.maxSize;
-    if (!pool || pool.closed || pool.ready.length + pool.making >= bound || this.hostRoom() === 0)
-      return false;
+    if (!pool || pool.closed || this.hostRoom() === 0) return false;
     const reset = this.backend.reuse(port);
     if (!reset) return false;
     this.owned.delete(port.id); // add() keeps a port only once; this one comes back
@@ -662,10 +665,10 @@ export class WarmPool {
     );
   }
 
-  /** Demand sizing: checks now and then for pools idle long enough to give back ports. */
+  /** Checks now and then for pools idle long enough to give back ports. */
   private scheduleShrink(): void {
-    if (this.settings.size > 0 || this.shrinkTimer || this.closing) return;
-    const every = Math.max(1_000, Math.min(60_000, this.settings.idleMs / 4));
+    if (this.shrinkTimer || this.closing) return;
+    const every = Math.max(100, Math.min(15_000, this.settings.idleMs / 4, this.settings.trimAfterMs / 2));
     this.shrinkTimer = setTimeout(() => {
       this.shrinkTimer = undefined;
       this.shrinkIdle();
@@ -674,14 +677,22 @@ export class WarmPool {
     this.shrinkTimer.unref();
   }
 
-  /** Pools nobody took from for idleMs keep minSize ports (the unwired ones go first). */
+  /**
+   * Pools nobody took from for trimAfterMs keep no more than their bound (ports given back beyond
+   * it go); with demand sizing, those nobody took from for idleMs keep minSize. Unwired ports go
+   * first.
+   */
   private shrinkIdle(): void {
-    const idleSince = Date.now() - this.settings.idleMs;
+    const now = Date.now();
+    const { size, minSize, maxSize, idleMs, trimAfterMs } = this.settings;
     const surplus: Port[] = [];
     for (const pool of this.pools.values()) {
-      if (pool.closed || pool.lastUsed > idleSince || pool.ready.length <= this.settings.minSize) continue;
+      const idle = size === 0 && pool.lastUsed <= now - idleMs;
+      if (pool.closed || (!idle && pool.lastUsed > now - trimAfterMs)) continue;
+      const keep = size > 0 ? size : idle ? minSize : maxSize;
+      if (pool.ready.length <= keep) continue;
       pool.ready.sort((a, b) => Number(b.active) - Number(a.active));
-      surplus.push(...pool.ready.splice(this.settings.minSize).map((r) => r.port));
+      surplus.push(...pool.ready.splice(keep).map((r) => r.port));
     }
     if (surplus.length === 0) return;
     void runDetached(() => this.removeAll(surplus)).catch((err) =>

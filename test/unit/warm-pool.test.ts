@@ -111,6 +111,7 @@ function settings(over: Partial<WarmPoolSettings> = {}): WarmPoolSettings {
     maxPorts: 1_000,
     demandWindowMs: 60_000,
     idleMs: 600_000,
+    trimAfterMs: 600_000,
     batch: 3,
     retryMs: 60_000,
     refillDelayMs: 0,
@@ -513,10 +514,10 @@ describe('warm pool sized by demand (size = 0)', () => {
     assert.ok(Date.now() - t0 < 400, 'the wait is bounded');
   });
 
-  it('takes back a port it handed out (up to its bound), hands it out again, and deletes nothing', async () => {
+  it('takes back a port it handed out, hands it out again; beyond its size only until it is left alone', async () => {
     const b = new FakeBackend();
     // Refills wait for a quiet host: here, longer than the test.
-    const pool = new WarmPool(b, settings({ size: 2, batch: 2, refillDelayMs: 60_000 }), {
+    const pool = new WarmPool(b, settings({ size: 2, batch: 2, refillDelayMs: 60_000, trimAfterMs: 300 }), {
       warn: () => undefined,
     });
     pool.register({ networkId: 'net-a', subnetIds: ['sub-a4'] });
@@ -542,10 +543,28 @@ describe('warm pool sized by demand (size = 0)', () => {
     const four = await pool.takeOrWait('sub-a4', 2_000);
     assert.ok(three && four && again.id !== three.id);
     await until('topped up', () => pool.stats().ready === 2);
-    for (const p of [again, three, four])
-      assert.equal(pool.recycle(p), false, 'beyond the pool size: the caller deletes it');
-    assert.equal(pool.stats().ready, 2);
-    assert.equal(b.removed.length, 0, 'the pool itself deleted nothing');
+    // Beyond its size: kept while starts may follow the removal, then given back.
+    for (const p of [again, three, four]) assert.equal(pool.recycle(p), true);
+    assert.equal(pool.stats().ready, 5);
+    assert.equal(b.removed.length, 0, 'nothing deleted at once');
+    await until('trimmed to its size once left alone', () => pool.stats().ready === 2, 3_000);
+    await until('the surplus deleted', () => b.removed.length === 3);
+  });
+
+  it('takes nothing back beyond the host bound (max_ports)', async () => {
+    const b = new FakeBackend();
+    const pool = new WarmPool(b, settings({ size: 2, batch: 2, maxPorts: 2, refillDelayMs: 60_000 }), {
+      warn: () => undefined,
+    });
+    pool.register({ networkId: 'net-a', subnetIds: ['sub-a4'] });
+    await until('pool full', () => pool.stats().ready === 2);
+    const [a, c] = [pool.take('sub-a4'), pool.take('sub-a4')];
+    const waited = await pool.takeOrWait('sub-a4', 2_000); // ports made for it, up to the bound
+    assert.ok(a && c && waited);
+    await until('refilled to the host bound', () => pool.stats().ready === 2 && b.inFlight === 0);
+    assert.equal(pool.recycle(a), false, 'the host holds max_ports: the caller deletes it');
+    assert.ok(pool.take('sub-a4'));
+    assert.equal(pool.recycle(c), true, 'with room, it comes back');
   });
 
   it('takes back a port made for a start that found the pool empty (a burst) as well', async () => {
