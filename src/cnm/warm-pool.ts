@@ -131,8 +131,12 @@ const BURST_GATHER_MS = 30;
  */
 const BATCHES_AT_ONCE = 3;
 const OWNED_PRUNE_AT = 1_000;
-/** A refill waits for a quiet host at most this long after the take that asked for it. */
-const REFILL_DEFER_MAX_MS = 5_000;
+/**
+ * A refill waits for a quiet host at most this long after the take that asked for it (as long as
+ * identity writes: a burst of 20 starts lasts 10-20 s here, and ports given back by removed
+ * containers refill a pool without any Neutron work).
+ */
+const REFILL_DEFER_MAX_MS = 30_000;
 const OWNED_KEEP_MS = 10 * 60_000;
 
 const keyOf = (subnetIds: string[]) => [...subnetIds].sort().join(',');
@@ -412,9 +416,18 @@ export class WarmPool {
   }
 
   private async fill(pool: Pool): Promise<void> {
+    let burst = false;
     for (;;) {
+      // A burst's waiting starts get ports made for them; the pool's own top-up waits until starts
+      // pause (refillSoon): made during the burst, it doubled neutron-server's work there.
+      const waiting = pool.waiters.length;
+      if (waiting > 0) burst = true;
+      else if (burst && this.settings.refillDelayMs > 0) {
+        this.refillSoon(pool);
+        return;
+      }
       // Ports other batches are making count as on their way.
-      const wanted = Math.max(this.target(pool) - pool.ready.length, pool.waiters.length) - pool.making;
+      const wanted = (waiting > 0 ? waiting : this.target(pool) - pool.ready.length) - pool.making;
       const count = Math.min(this.settings.batch, wanted, this.hostRoom());
       if (pool.closed || count <= 0) {
         if (pool.making === 0) this.release(pool); // bounded: whoever still waits makes a port of their own
