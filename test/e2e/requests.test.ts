@@ -32,10 +32,11 @@ const BUDGET = {
   // a warm port from memory (RequestAddress); the endpoint recorded on its veth, device_id,
   // name and tags written behind (CreateEndpoint); its subnets read ahead (Join)
   'docker run -d': 0,
-  // DELETE port (ReleaseAddress); everything else is known to this process
-  'docker stop': 1,
+  // none: the port goes back to the warm pool (its reset written behind), or is deleted behind
+  // Docker's answer; everything else is known to this process
+  'docker stop': 0,
   'docker rm (stopped)': 0,
-  'docker rm -f (running)': 1,
+  'docker rm -f (running)': 0,
   // GET the network's ports (is a user's port on it? then it stays); the rest in the background
   'docker network rm': 1,
   // Without a pool: POST port, bound, with its veth (RequestAddress); the endpoint recorded on
