@@ -28,6 +28,8 @@ export interface EndpointSettings {
   activeWaitFatal: boolean;
   /** How long after the last start a behind-written identity goes to Neutron. */
   identityWriteDelayMs: number;
+  /** Global (Swarm): no warm pool, and a task's address is the manager's to hand out. */
+  scope: 'local' | 'global';
 }
 
 export interface EndpointHooks {
@@ -251,8 +253,10 @@ export class Endpoints {
     await this.writes.cancel(port.id);
     // A port kuryr made keeps its veth (the container end is back on the host since Leave) until
     // ReleaseAddress, which follows: the warm pool takes it back plugged, or its deletion removes
-    // the veth behind Docker's answer. A user's port, or a dual-stack one, is unplugged now.
-    const keepsVeth = isKuryrCreatedPort(port) && port.fixed_ips.length === 1;
+    // the veth behind Docker's answer. A user's port, a dual-stack one, or a Swarm task's (global
+    // scope has no pool) is unplugged now, as before.
+    const keepsVeth =
+      this.settings.scope === 'local' && isKuryrCreatedPort(port) && port.fixed_ips.length === 1;
     await Promise.all([keepsVeth ? undefined : this.ports.binder.unbind(port), this.exposed.remove(port)]);
     this.catalog.forgetEndpoint(endpointId);
   }

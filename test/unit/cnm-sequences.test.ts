@@ -1468,8 +1468,12 @@ describe('Swarm (global scope): the manager allocates, nodes create, bind and le
     assert.ok(node.binder.plugged.has(bound?.id ?? ''), "the node plugged the task's veth");
     await join(node, net, ep);
 
-    // The task ends: the node releases its endpoint, address, network and pool ...
-    await stopEndpoint(node, net, ep, [{ pool: nodePool, ip: taskIp }]);
+    // The task ends: the node releases its endpoint (unplugged at once: no warm pool in global
+    // scope), address, network and pool ...
+    await node.network.leave({ NetworkID: net, EndpointID: ep });
+    await node.network.deleteEndpoint({ NetworkID: net, EndpointID: ep });
+    assert.ok(!node.binder.plugged.has(bound?.id ?? ''), "DeleteEndpoint unplugged the task's veth");
+    await node.ipam.releaseAddress({ PoolID: nodePool.poolId, Address: bare(taskIp) });
     await removeNetwork(node, net, [nodePool]);
     assert.equal(fake.get('ports', reserved?.id ?? ''), undefined, 'the task port went with the task');
     const kept = fake.get('networks', n.id);
