@@ -138,6 +138,12 @@ const OWNED_PRUNE_AT = 1_000;
  */
 const REFILL_DEFER_MAX_MS = 30_000;
 const OWNED_KEEP_MS = 10 * 60_000;
+/**
+ * Takes this recent mark a burst still going on. Docker asks for one endpoint of a network at a
+ * time, so a burst on one network shows a single waiting start: the batch made for it also covers
+ * as many starts as came in this window (up to the pool's target), not just the one waiting.
+ */
+const BURST_WINDOW_MS = 10_000;
 
 const keyOf = (subnetIds: string[]) => [...subnetIds].sort().join(',');
 
@@ -179,12 +185,21 @@ export class WarmPool {
 
   /** How many ready ports this pool aims at now. */
   private target(pool: Pool): number {
+    // Pruned here whatever the sizing (forBurst reads them too).
+    const now = Date.now();
+    pool.takes = pool.takes.filter((t) => t >= now - Math.max(this.settings.demandWindowMs, BURST_WINDOW_MS));
     if (this.settings.size > 0) return this.settings.size;
-    const since = Date.now() - this.settings.demandWindowMs;
-    pool.takes = pool.takes.filter((t) => t >= since);
-    const { minSize, maxSize } = this.settings;
+    const { minSize, maxSize, demandWindowMs } = this.settings;
     // Each recent take asks for one more ready port: a burst finds warm ports next time.
-    return Math.min(maxSize, minSize + pool.takes.length);
+    const recent = pool.takes.filter((t) => t >= now - demandWindowMs).length;
+    return Math.min(maxSize, minSize + recent);
+  }
+
+  /** Ports to make for a burst with `waiting` starts waiting: as many as its recent starts, up to the target. */
+  private forBurst(pool: Pool, waiting: number): number {
+    const since = Date.now() - BURST_WINDOW_MS;
+    const recent = pool.takes.filter((t) => t >= since).length;
+    return Math.max(waiting, Math.min(recent, this.target(pool) - pool.ready.length));
   }
 
   /** Room left under the host's bound. */
@@ -427,7 +442,8 @@ export class WarmPool {
         return;
       }
       // Ports other batches are making count as on their way.
-      const wanted = (waiting > 0 ? waiting : this.target(pool) - pool.ready.length) - pool.making;
+      const wanted =
+        (waiting > 0 ? this.forBurst(pool, waiting) : this.target(pool) - pool.ready.length) - pool.making;
       const count = Math.min(this.settings.batch, wanted, this.hostRoom());
       if (pool.closed || count <= 0) {
         if (pool.making === 0) this.release(pool); // bounded: whoever still waits makes a port of their own
