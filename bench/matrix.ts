@@ -96,7 +96,7 @@ function summary(results: BenchResult[]): string {
     'docker run → first ping to a peer',
     'docker network rm',
     ...[...new Set(results.flatMap((r) => r.rows.map((x) => x.op)))].filter((op) => op.includes('×')),
-  ];
+  ].filter((op) => results.some((r) => r.rows.some((x) => x.op === op && x.setup === 'kuryr, defaults')));
   const head = results.map((r) => `${r.backend} · Docker ${r.docker.split('+')[0]}`);
   const cell = (r: BenchResult, op: string) => {
     const k = r.rows.find((x) => x.op === op && x.setup === 'kuryr, defaults');
@@ -109,7 +109,7 @@ function summary(results: BenchResult[]): string {
       : fmt(k.medianMs);
   };
   return [
-    '| kuryr, defaults (Docker bridge, ratio) | ' + head.join(' | ') + ' |',
+    `| kuryr, defaults (Docker bridge, ratio) | ${head.join(' | ')} |`,
     `|---|${head.map(() => '---').join('|')}|`,
     ...ops.map((op) => `| ${op} | ${results.map((r) => cell(r, op)).join(' | ')} |`),
     `| RSS after the runs | ${results.map((r) => `${r.rssMb.after.toFixed(0)} MB`).join(' | ')} |`,

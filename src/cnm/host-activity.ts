@@ -11,6 +11,11 @@ export class HostActivity {
     this.last = Date.now();
   }
 
+  /** How long since a start last did something (ms). */
+  quietFor(): number {
+    return Date.now() - this.last;
+  }
+
   /**
    * Calls `fn` once no start was seen for `quietMs`, but no later than `maxMs` from now (a steady
    * stream of starts must not starve it). Returns a function that cancels the call if it has not

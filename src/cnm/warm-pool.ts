@@ -138,12 +138,6 @@ const OWNED_PRUNE_AT = 1_000;
  */
 const REFILL_DEFER_MAX_MS = 30_000;
 const OWNED_KEEP_MS = 10 * 60_000;
-/**
- * Takes this recent mark a burst still going on. Docker asks for one endpoint of a network at a
- * time, so a burst on one network shows a single waiting start: the batch made for it also covers
- * as many starts as came in this window (up to the pool's target), not just the one waiting.
- */
-const BURST_WINDOW_MS = 10_000;
 
 const keyOf = (subnetIds: string[]) => [...subnetIds].sort().join(',');
 
@@ -185,21 +179,13 @@ export class WarmPool {
 
   /** How many ready ports this pool aims at now. */
   private target(pool: Pool): number {
-    // Pruned here whatever the sizing (forBurst reads them too).
-    const now = Date.now();
-    pool.takes = pool.takes.filter((t) => t >= now - Math.max(this.settings.demandWindowMs, BURST_WINDOW_MS));
+    // Pruned whatever the sizing: with a fixed size nothing else would.
+    const since = Date.now() - this.settings.demandWindowMs;
+    pool.takes = pool.takes.filter((t) => t >= since);
     if (this.settings.size > 0) return this.settings.size;
-    const { minSize, maxSize, demandWindowMs } = this.settings;
+    const { minSize, maxSize } = this.settings;
     // Each recent take asks for one more ready port: a burst finds warm ports next time.
-    const recent = pool.takes.filter((t) => t >= now - demandWindowMs).length;
-    return Math.min(maxSize, minSize + recent);
-  }
-
-  /** Ports to make for a burst with `waiting` starts waiting: as many as its recent starts, up to the target. */
-  private forBurst(pool: Pool, waiting: number): number {
-    const since = Date.now() - BURST_WINDOW_MS;
-    const recent = pool.takes.filter((t) => t >= since).length;
-    return Math.max(waiting, Math.min(recent, this.target(pool) - pool.ready.length));
+    return Math.min(maxSize, minSize + pool.takes.length);
   }
 
   /** Room left under the host's bound. */
@@ -442,8 +428,7 @@ export class WarmPool {
         return;
       }
       // Ports other batches are making count as on their way.
-      const wanted =
-        (waiting > 0 ? this.forBurst(pool, waiting) : this.target(pool) - pool.ready.length) - pool.making;
+      const wanted = (waiting > 0 ? waiting : this.target(pool) - pool.ready.length) - pool.making;
       const count = Math.min(this.settings.batch, wanted, this.hostRoom());
       if (pool.closed || count <= 0) {
         if (pool.making === 0) this.release(pool); // bounded: whoever still waits makes a port of their own
@@ -713,11 +698,15 @@ export class WarmPool {
    */
   private shrinkIdle(): void {
     const now = Date.now();
-    const { size, minSize, maxSize, idleMs, trimAfterMs } = this.settings;
+    const { size, minSize, maxSize, idleMs, trimAfterMs, refillDelayMs } = this.settings;
+    // Deletes wait for starts on the host to pause, as refills do: a burst on another network
+    // would share neutron-server with them (up to REFILL_DEFER_MAX_MS longer).
+    const busy = this.activity.quietFor() < refillDelayMs;
     const surplus: Port[] = [];
     for (const pool of this.pools.values()) {
       const idle = size === 0 && pool.lastUsed <= now - idleMs;
       if (pool.closed || (!idle && pool.lastUsed > now - trimAfterMs)) continue;
+      if (busy && pool.lastUsed > now - trimAfterMs - REFILL_DEFER_MAX_MS) continue;
       const keep = size > 0 ? size : idle ? minSize : maxSize;
       if (pool.ready.length <= keep) continue;
       pool.ready.sort((a, b) => Number(b.active) - Number(a.active));

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { HostActivity } from '../../src/cnm/host-activity.js';
 import { type PoolBackend, type PoolSpec, WarmPool, type WarmPoolSettings } from '../../src/cnm/warm-pool.js';
 import type { Port } from '../../src/neutron/types.js';
 
@@ -497,30 +498,6 @@ describe('warm pool sized by demand (size = 0)', () => {
     assert.ok(ms < 2 * 200 + 80, `both waves served in ${ms} ms, less than two creates one after the other`);
   });
 
-  it('a burst Docker serialises (one start waiting at a time) gets batches as large as its recent starts', async () => {
-    const b = new FakeBackend();
-    b.createDelayMs = 30;
-    // The pool's own top-up waits longer than the test: only the burst's batches make ports.
-    const pool = demand(b, { minSize: 0, maxSize: 20, batch: 10, refillDelayMs: 60_000 });
-    pool.register(SPEC);
-    await sleep(20);
-    const got: (Port | undefined)[] = [];
-    // Docker asks for one endpoint of a network at a time: each start waits for the one before.
-    for (let i = 0; i < 20; i++) got.push(await pool.takeOrWait('sub-a4', 2_000));
-    assert.equal(got.filter(Boolean).length, 20, 'every start got a port');
-    assert.equal(new Set(got.map((p) => p?.id)).size, 20, 'never the same port twice');
-    assert.ok(
-      b.createCalls.length <= 5,
-      `${b.createCalls.length} bulk creates for 20 starts, not one per start`,
-    );
-    assert.ok(
-      b.createCalls.every((n) => n <= 10),
-      'no batch beyond the batch size',
-    );
-    const made = b.createCalls.reduce((a, n) => a + n, 0);
-    assert.ok(made <= 20 + 10, `${made} ports made: no more than the target allows`);
-  });
-
   it('waiting starts are let go when the batch fails, or when their wait runs out', async () => {
     const b = new FakeBackend();
     b.createDelayMs = 50;
@@ -540,8 +517,8 @@ describe('warm pool sized by demand (size = 0)', () => {
 
   it('takes back a port it handed out, hands it out again; beyond its size only until it is left alone', async () => {
     const b = new FakeBackend();
-    // Refills wait for a quiet host: here, longer than the test.
-    const pool = new WarmPool(b, settings({ size: 2, batch: 1, refillDelayMs: 60_000, trimAfterMs: 300 }), {
+    // Refills (and deletes) wait for a quiet host: here, a second.
+    const pool = new WarmPool(b, settings({ size: 2, batch: 2, refillDelayMs: 1_000, trimAfterMs: 300 }), {
       warn: () => undefined,
     });
     pool.register({ networkId: 'net-a', subnetIds: ['sub-a4'] });
@@ -573,12 +550,36 @@ describe('warm pool sized by demand (size = 0)', () => {
     assert.equal(b.removed.length, 0, 'nothing deleted at once');
     await until('trimmed to its size once left alone', () => pool.stats().ready === 2, 3_000);
     await until('the surplus deleted', () => b.removed.length === 1);
-    assert.deepEqual(b.createCalls, [1, 1, 1], 'one port made, for the start that found the pool empty');
+    assert.deepEqual(b.createCalls, [2, 1], 'one port made, for the start that found the pool empty');
+  });
+
+  it('gives back ports beyond its size only once starts on the host pause', async () => {
+    const b = new FakeBackend();
+    const activity = new HostActivity();
+    const pool = new WarmPool(
+      b,
+      settings({ size: 1, batch: 1, refillDelayMs: 400, trimAfterMs: 200 }),
+      { warn: () => undefined },
+      activity,
+    );
+    pool.register({ networkId: 'net-a', subnetIds: ['sub-a4'] });
+    await until('pool full', () => pool.stats().ready === 1);
+    const [one, two] = [pool.take('sub-a4'), await pool.takeOrWait('sub-a4', 2_000)];
+    assert.ok(one && two);
+    for (const p of [one, two]) assert.equal(pool.recycle(p), true);
+    // Starts on another network go on for 1.5 s: this pool is left alone, the host is not.
+    for (let t = 0; t < 15; t++) {
+      activity.started();
+      await sleep(100);
+    }
+    assert.equal(b.removed.length, 0, 'no delete while starts go on');
+    await until('the surplus deleted once starts paused', () => b.removed.length === 1, 3_000);
+    assert.equal(pool.stats().ready, 1);
   });
 
   it('takes nothing back beyond the host bound (max_ports)', async () => {
     const b = new FakeBackend();
-    const pool = new WarmPool(b, settings({ size: 2, batch: 1, maxPorts: 2, refillDelayMs: 60_000 }), {
+    const pool = new WarmPool(b, settings({ size: 2, batch: 2, maxPorts: 2, refillDelayMs: 60_000 }), {
       warn: () => undefined,
     });
     pool.register({ networkId: 'net-a', subnetIds: ['sub-a4'] });
