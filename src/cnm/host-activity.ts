@@ -5,15 +5,31 @@
 
 export class HostActivity {
   private last = 0;
+  /** Starts waiting right now (for a port being made): the host is not quiet while they wait. */
+  private waiting = 0;
 
   /** A start did something (took a warm port, created an endpoint). */
   started(): void {
     this.last = Date.now();
   }
 
-  /** How long since a start last did something (ms). */
+  /**
+   * A start waits for `work`: busy all along. Docker serialises a network's starts, so during a
+   * burst the next start only comes once this one has its port; the wait itself is no pause.
+   */
+  async during<T>(work: Promise<T>): Promise<T> {
+    this.waiting++;
+    try {
+      return await work;
+    } finally {
+      this.waiting--;
+      this.started();
+    }
+  }
+
+  /** How long since a start last did something (ms); 0 while one waits. */
   quietFor(): number {
-    return Date.now() - this.last;
+    return this.waiting > 0 ? 0 : Date.now() - this.last;
   }
 
   /**
@@ -25,7 +41,7 @@ export class HostActivity {
     const deadline = Date.now() + maxMs;
     let timer: NodeJS.Timeout | undefined;
     const check = () => {
-      const quietFor = Date.now() - this.last;
+      const quietFor = this.quietFor();
       if (quietFor >= quietMs || Date.now() >= deadline) {
         timer = undefined;
         fn();

@@ -318,7 +318,7 @@ export class WarmPool {
       }, BURST_GATHER_MS);
       pool.cancelRefill = () => clearTimeout(timer);
     } else if (pool.filling) this.growForWaiters(pool);
-    return new Promise((resolve) => {
+    const waited = new Promise<Port | undefined>((resolve) => {
       const waiter: Waiter = {
         resolve,
         timer: setTimeout(() => {
@@ -329,6 +329,7 @@ export class WarmPool {
       waiter.timer.unref();
       pool.waiters.push(waiter);
     });
+    return this.activity.during(waited);
   }
 
   /** Lets every waiting start go make its own port (the pool failed or is going). */

@@ -34,6 +34,20 @@ describe('host activity', () => {
     assert.ok(ranAt >= 190 && ranAt < 320, `ran at ${ranAt} ms, bound 200 ms`);
   });
 
+  it('a start waiting for its port is no pause, however long it waits', async () => {
+    const a = new HostActivity();
+    let ran = 0;
+    a.afterQuiet(50, 10_000, () => void ran++);
+    const waited = a.during(sleep(200).then(() => 'port'));
+    await sleep(150);
+    assert.equal(ran, 0, 'three quiet periods long, but a start was waiting');
+    assert.equal(await waited, 'port', 'the wait gives its result through');
+    await sleep(30);
+    assert.equal(ran, 0, 'the wait ending is a start doing something');
+    await sleep(70);
+    assert.equal(ran, 1, 'then the quiet period');
+  });
+
   it('cancelled, it never runs', async () => {
     const a = new HostActivity();
     let ran = 0;
