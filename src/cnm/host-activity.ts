@@ -28,7 +28,7 @@ export class HostActivity {
   }
 
   /** How long since a start last did something (ms); 0 while one waits. */
-  quietFor(): number {
+  private quietFor(): number {
     return this.waiting > 0 ? 0 : Date.now() - this.last;
   }
 

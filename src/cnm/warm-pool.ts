@@ -163,7 +163,8 @@ export class WarmPool {
   private readonly handedOut = new Set<string>();
   /** Ports asked of Neutron and not yet in a pool (they count against maxPorts). */
   private creating = 0;
-  private shrinkTimer?: NodeJS.Timeout;
+  /** The next shrink check: a timer, then a wait for starts to pause. */
+  private cancelShrink?: () => void;
 
   constructor(
     private readonly backend: PoolBackend,
@@ -635,7 +636,7 @@ export class WarmPool {
    */
   async close(deadlineMs = Number.POSITIVE_INFINITY): Promise<void> {
     this.closing = true;
-    clearTimeout(this.shrinkTimer);
+    this.cancelShrink?.();
     const work = (async () => {
       await this.drain(() => true);
       if (!this.enabled) return;
@@ -682,14 +683,19 @@ export class WarmPool {
 
   /** Checks now and then for pools idle long enough to give back ports. */
   private scheduleShrink(): void {
-    if (this.shrinkTimer || this.closing) return;
+    if (this.cancelShrink || this.closing) return;
     const every = Math.max(100, Math.min(15_000, this.settings.idleMs / 4, this.settings.trimAfterMs / 2));
-    this.shrinkTimer = setTimeout(() => {
-      this.shrinkTimer = undefined;
-      this.shrinkIdle();
-      if (this.pools.size > 0) this.scheduleShrink();
+    const timer = setTimeout(() => {
+      // Deletes wait for starts on the host to pause, as refills do: a burst, on this network or
+      // another, would share neutron-server with them.
+      this.cancelShrink = this.activity.afterQuiet(this.settings.refillDelayMs, REFILL_DEFER_MAX_MS, () => {
+        this.cancelShrink = undefined;
+        this.shrinkIdle();
+        if (this.pools.size > 0) this.scheduleShrink();
+      });
     }, every);
-    this.shrinkTimer.unref();
+    timer.unref();
+    this.cancelShrink = () => clearTimeout(timer);
   }
 
   /**
@@ -699,15 +705,11 @@ export class WarmPool {
    */
   private shrinkIdle(): void {
     const now = Date.now();
-    const { size, minSize, maxSize, idleMs, trimAfterMs, refillDelayMs } = this.settings;
-    // Deletes wait for starts on the host to pause, as refills do: a burst on another network
-    // would share neutron-server with them (up to REFILL_DEFER_MAX_MS longer).
-    const busy = this.activity.quietFor() < refillDelayMs;
+    const { size, minSize, maxSize, idleMs, trimAfterMs } = this.settings;
     const surplus: Port[] = [];
     for (const pool of this.pools.values()) {
       const idle = size === 0 && pool.lastUsed <= now - idleMs;
       if (pool.closed || (!idle && pool.lastUsed > now - trimAfterMs)) continue;
-      if (busy && pool.lastUsed > now - trimAfterMs - REFILL_DEFER_MAX_MS) continue;
       const keep = size > 0 ? size : idle ? minSize : maxSize;
       if (pool.ready.length <= keep) continue;
       pool.ready.sort((a, b) => Number(b.active) - Number(a.active));
