@@ -82,7 +82,7 @@ export function buildDrivers(
   // Background work (identity writes, refills) waits until starts pause: one clock for both.
   const activity = new HostActivity();
   const writes = new WriteBehind(activity);
-  const ports = new PortBinding(catalog, hostBinder, config.DEFAULT.host);
+  const ports = new PortBinding(catalog, hostBinder, config.DEFAULT.host, activity);
   const pool = new WarmPool(
     neutronPoolBackend(ports, {
       writes,

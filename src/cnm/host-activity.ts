@@ -5,7 +5,7 @@
 
 export class HostActivity {
   private last = 0;
-  /** Starts waiting right now (for a port being made): the host is not quiet while they wait. */
+  /** Starts waiting right now (for a port being made or wired): the host is not quiet while they wait. */
   private waiting = 0;
 
   /** A start did something (took a warm port, created an endpoint). */
@@ -14,8 +14,9 @@ export class HostActivity {
   }
 
   /**
-   * A start waits for `work`: busy all along. Docker serialises a network's starts, so during a
-   * burst the next start only comes once this one has its port; the wait itself is no pause.
+   * A start waits for `work` (its port being made, or the agent wiring it): busy all along. Docker
+   * serialises a network's starts, so during a burst the next start only comes once this one has
+   * its port; the wait itself is no pause.
    */
   async during<T>(work: Promise<T>): Promise<T> {
     this.waiting++;

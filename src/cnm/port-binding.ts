@@ -7,6 +7,7 @@ import type { BoundInterface, HostBinder } from '../binding/index.js';
 import { createdAtMs, type Port } from '../neutron/types.js';
 import type { Catalog, NeutronReader } from './catalog.js';
 import { isExistingPort, isKuryrCreatedPort } from './existing-ports.js';
+import { HostActivity } from './host-activity.js';
 import { DEVICE_OWNER, UNBOUND_PORT_NAME } from './naming.js';
 
 const DEFAULT_MTU = 1500;
@@ -19,8 +20,9 @@ export class PortBinding {
     readonly catalog: Catalog,
     readonly binder: HostBinder,
     readonly host: string,
+    activity = new HostActivity(),
   ) {
-    this.active = new ActiveWaiter(catalog.reader);
+    this.active = new ActiveWaiter(catalog.reader, activity);
   }
 
   /** Port attributes that bind it to this host (set together: DVR needs them in one update). */
@@ -120,7 +122,9 @@ export class PortBinding {
 
 /**
  * Waits for ports to turn ACTIVE. All ports being waited for are polled together, one Neutron
- * request per tick however many containers start at once.
+ * request per tick however many containers start at once. A start waiting here is host activity:
+ * background writes and refills landing now would slow the agent and neutron-server's RPC worker,
+ * the two things the wait is for.
  */
 export class ActiveWaiter {
   private readonly waiting = new Map<string, { resolve: (status: string) => void; deadline: number }[]>();
@@ -128,11 +132,16 @@ export class ActiveWaiter {
 
   constructor(
     private readonly neutron: NeutronReader,
+    private readonly activity = new HostActivity(),
     private readonly tickMs = 250,
   ) {}
 
   /** Resolves with the port's status: 'ACTIVE', or the last status seen when `timeoutMs` ran out. */
   wait(portId: string, timeoutMs: number): Promise<string> {
+    return this.activity.during(this.statusOf(portId, timeoutMs));
+  }
+
+  private statusOf(portId: string, timeoutMs: number): Promise<string> {
     return new Promise((resolve) => {
       const list = this.waiting.get(portId) ?? [];
       list.push({ resolve, deadline: Date.now() + timeoutMs });

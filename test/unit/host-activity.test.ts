@@ -2,7 +2,9 @@
 // all once cancelled.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { NeutronReader } from '../../src/cnm/catalog.js';
 import { HostActivity } from '../../src/cnm/host-activity.js';
+import { ActiveWaiter } from '../../src/cnm/port-binding.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -46,6 +48,25 @@ describe('host activity', () => {
     assert.equal(ran, 0, 'the wait ending is a start doing something');
     await sleep(70);
     assert.equal(ran, 1, 'then the quiet period');
+  });
+
+  it('a start waiting for the agent to wire its port is no pause either', async () => {
+    const a = new HostActivity();
+    let status = 'BUILD';
+    const neutron = {
+      list: async () => [{ id: 'p1', status }],
+      get: async () => ({ id: 'p1', status }),
+    } as unknown as NeutronReader;
+    const waiter = new ActiveWaiter(neutron, a, 10);
+    let ran = 0;
+    a.afterQuiet(50, 10_000, () => void ran++);
+    const waited = waiter.wait('p1', 5_000);
+    await sleep(150);
+    assert.equal(ran, 0, 'the port was still BUILD: a start was waiting');
+    status = 'ACTIVE';
+    assert.equal(await waited, 'ACTIVE');
+    await sleep(100);
+    assert.equal(ran, 1, 'once the port is wired and the quiet period has passed');
   });
 
   it('cancelled, it never runs', async () => {
