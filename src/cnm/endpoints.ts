@@ -229,7 +229,7 @@ export class Endpoints {
       return;
     }
     const started = Date.now();
-    const status = await this.ports.active.wait(port.id, activeWaitMs);
+    const status = await this.ports.startWaitsActive(port.id, activeWaitMs);
     const waited = Date.now() - started;
     this.hooks.activeWaited(waited / 1000);
     const ctx = currentContext();

@@ -20,9 +20,18 @@ export class PortBinding {
     readonly catalog: Catalog,
     readonly binder: HostBinder,
     readonly host: string,
-    activity = new HostActivity(),
+    private readonly activity = new HostActivity(),
   ) {
-    this.active = new ActiveWaiter(catalog.reader, activity);
+    this.active = new ActiveWaiter(catalog.reader);
+  }
+
+  /**
+   * A start (Join) waits for its port to turn ACTIVE. The wait is host activity: background writes
+   * and refills landing now would slow the agent and neutron-server's RPC worker, the two things
+   * the start waits for. (The pool watching its own ports wire is not a start: it uses `active`.)
+   */
+  startWaitsActive(portId: string, timeoutMs: number): Promise<string> {
+    return this.activity.during(this.active.wait(portId, timeoutMs));
   }
 
   /** Port attributes that bind it to this host (set together: DVR needs them in one update). */
@@ -122,9 +131,7 @@ export class PortBinding {
 
 /**
  * Waits for ports to turn ACTIVE. All ports being waited for are polled together, one Neutron
- * request per tick however many containers start at once. A start waiting here is host activity:
- * background writes and refills landing now would slow the agent and neutron-server's RPC worker,
- * the two things the wait is for.
+ * request per tick however many containers start at once.
  */
 export class ActiveWaiter {
   private readonly waiting = new Map<string, { resolve: (status: string) => void; deadline: number }[]>();
@@ -132,16 +139,11 @@ export class ActiveWaiter {
 
   constructor(
     private readonly neutron: NeutronReader,
-    private readonly activity = new HostActivity(),
     private readonly tickMs = 250,
   ) {}
 
   /** Resolves with the port's status: 'ACTIVE', or the last status seen when `timeoutMs` ran out. */
   wait(portId: string, timeoutMs: number): Promise<string> {
-    return this.activity.during(this.statusOf(portId, timeoutMs));
-  }
-
-  private statusOf(portId: string, timeoutMs: number): Promise<string> {
     return new Promise((resolve) => {
       const list = this.waiting.get(portId) ?? [];
       list.push({ resolve, deadline: Date.now() + timeoutMs });

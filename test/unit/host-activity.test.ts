@@ -2,9 +2,10 @@
 // all once cancelled.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { NeutronReader } from '../../src/cnm/catalog.js';
+import type { HostBinder } from '../../src/binding/index.js';
+import type { Catalog, NeutronReader } from '../../src/cnm/catalog.js';
 import { HostActivity } from '../../src/cnm/host-activity.js';
-import { ActiveWaiter } from '../../src/cnm/port-binding.js';
+import { PortBinding } from '../../src/cnm/port-binding.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -50,23 +51,28 @@ describe('host activity', () => {
     assert.equal(ran, 1, 'then the quiet period');
   });
 
-  it('a start waiting for the agent to wire its port is no pause either', async () => {
+  it('a start waiting for the agent to wire its port is no pause; the pool watching its warm ports is', async () => {
     const a = new HostActivity();
     let status = 'BUILD';
-    const neutron = {
+    const reader = {
       list: async () => [{ id: 'p1', status }],
       get: async () => ({ id: 'p1', status }),
     } as unknown as NeutronReader;
-    const waiter = new ActiveWaiter(neutron, a, 10);
+    const ports = new PortBinding({ reader } as unknown as Catalog, {} as HostBinder, 'h', a);
     let ran = 0;
     a.afterQuiet(50, 10_000, () => void ran++);
-    const waited = waiter.wait('p1', 5_000);
-    await sleep(150);
-    assert.equal(ran, 0, 'the port was still BUILD: a start was waiting');
-    status = 'ACTIVE';
-    assert.equal(await waited, 'ACTIVE');
+    const poolWatch = ports.active.wait('p1', 5_000);
     await sleep(100);
-    assert.equal(ran, 1, 'once the port is wired and the quiet period has passed');
+    assert.equal(ran, 1, 'the pool watching its warm port wire is background work, not a start');
+    a.afterQuiet(50, 10_000, () => void ran++);
+    const join = ports.startWaitsActive('p1', 5_000);
+    await sleep(400);
+    assert.equal(ran, 1, 'the port was still BUILD: a start was waiting');
+    status = 'ACTIVE';
+    assert.equal(await join, 'ACTIVE');
+    assert.equal(await poolWatch, 'ACTIVE');
+    await sleep(100);
+    assert.equal(ran, 2, 'once the port is wired and the quiet period has passed');
   });
 
   it('cancelled, it never runs', async () => {
