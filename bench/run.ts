@@ -89,6 +89,29 @@ interface CpuSample {
 }
 const TICK_S = 0.01; // USER_HZ is 100 on Linux
 
+/**
+ * The kernel keeps 15 characters of a process's name: neutron-server's main process shows as
+ * "/usr/bin/python" and its workers as "neutron-server:". Those two get their name from the
+ * command line: the script ("neutron-server") or the title setproctitle gave ("neutron-server:
+ * rpc worker").
+ */
+function readableName(pid: string, comm: string): string {
+  if (!comm.startsWith('/') && !comm.endsWith(':')) return comm;
+  let argv: string[];
+  try {
+    // NUL-separated, or one string once setproctitle has rewritten it
+    argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0 ]/).filter(Boolean);
+  } catch {
+    return comm;
+  }
+  if (comm.endsWith(':')) {
+    const end = argv.findIndex((a) => a.startsWith('(')); // "(/usr/bin/python3 …)" follows the title
+    return argv.slice(0, end < 0 ? argv.length : end).join(' ');
+  }
+  const script = argv.slice(1).find((a) => !a.startsWith('-'));
+  return script ? (script.split('/').pop() ?? comm) : comm;
+}
+
 export function cpuSample(): CpuSample {
   // /proc/stat: "cpu user nice system idle iowait irq softirq steal ..."; busy = all but idle, iowait.
   const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '')
@@ -107,7 +130,7 @@ export function cpuSample(): CpuSample {
       continue; // exited meanwhile
     }
     // "pid (comm) state ppid ... utime(14) stime(15)"; comm may hold spaces: split after ')'.
-    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const name = readableName(pid, stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')));
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const own = Number(rest[11]) + Number(rest[12]);
     byPid.set(pid, [name, own]);
