@@ -196,6 +196,31 @@ export class WarmPool {
     return Math.max(0, this.settings.maxPorts - held);
   }
 
+  /**
+   * Room under the host's bound for `wanted` more ports in `pool`: ports other pools were given
+   * back beyond their own target (kept only in case their starts came back) make way for a network
+   * still short of its own. Without this a burst's returns filled the host and the next networks
+   * created stayed empty until the trim, 30 s later.
+   */
+  private roomFor(pool: Pool, wanted: number): number {
+    let short = wanted - this.hostRoom();
+    if (short <= 0) return wanted;
+    const surplus: Port[] = [];
+    for (const other of this.pools.values()) {
+      if (other === pool || other.closed || short <= 0) continue;
+      const extra = Math.min(short, other.ready.length - this.target(other));
+      if (extra <= 0) continue;
+      other.ready.sort((a, b) => Number(b.active) - Number(a.active)); // unwired ones go first
+      surplus.push(...other.ready.splice(other.ready.length - extra).map((r) => r.port));
+      short -= extra;
+    }
+    if (surplus.length)
+      void runDetached(() => this.removeAll(surplus)).catch((err) =>
+        this.hooks.warn('warm pool: giving back surplus ports failed', { err: errorMessage(err) }),
+      );
+    return Math.min(wanted, this.hostRoom());
+  }
+
   /** The spec a subnet's pool ports are made for (dual stack: both subnets), if a pool serves it. */
   specFor(subnetId: string): PoolSpec | undefined {
     return this.bySubnet.get(subnetId)?.spec;
@@ -307,7 +332,7 @@ export class WarmPool {
     const pool = this.bySubnet.get(subnetId);
     if (port || !pool || pool.closed) return port;
     if (!pool.filling && !pool.gathering) {
-      if (pool.closed || Date.now() < pool.retryAt || this.hostRoom() === 0) return undefined;
+      if (pool.closed || Date.now() < pool.retryAt || this.roomFor(pool, 1) === 0) return undefined;
       // The first start of a burst waits a moment for the others, so one batch serves them all.
       pool.cancelRefill?.();
       pool.gathering = true;
@@ -409,7 +434,8 @@ export class WarmPool {
   /** Tops the pool up to size, one bulk request per batch; at most one refill per pool at a time. */
   private refill(pool: Pool): void {
     if (pool.closed || pool.filling || Date.now() < pool.retryAt) return;
-    if (pool.ready.length >= this.target(pool) || this.hostRoom() === 0) return;
+    const wanted = this.target(pool) - pool.ready.length;
+    if (wanted <= 0 || this.roomFor(pool, wanted) === 0) return;
     // Background work: its Neutron calls are not the Docker call's that happened to start it.
     pool.filling = runDetached(() => this.fill(pool))
       .catch((err) => this.failed(pool, 'refilling', err))

@@ -453,6 +453,26 @@ describe('warm pool sized by demand (size = 0)', () => {
     assert.equal(b.neutron.size, 4);
   });
 
+  it('ports given back beyond a pool target make room under max_ports for a new network', async () => {
+    const b = new FakeBackend();
+    const pool = demand(b, { minSize: 1, maxSize: 2, maxPorts: 4, refillDelayMs: 60_000 });
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 1);
+    const out = [pool.take('sub-a4')];
+    // The pool's timers never hold the process open (the daemon's server does): this test does.
+    const alive = setInterval(() => undefined, 50);
+    for (let i = 0; i < 3; i++) out.push(await pool.takeOrWait('sub-a4', 2_000));
+    clearInterval(alive);
+    for (const p of out) assert.ok(p && pool.recycle(p), 'taken back');
+    assert.equal(pool.stats().ready, 4, 'the host is at max_ports, two beyond the target of 2');
+    pool.register(OTHER);
+    await until('the new network got its min_size', () => pool.stats().ready === 4 && b.removed.length === 1);
+    assert.ok(pool.take('sub-b4'), 'a warm port on the new network');
+    assert.ok(b.removed[0] && out.some((p) => p?.id === b.removed[0]), "one of the first network's surplus");
+    await sleep(50);
+    assert.equal(b.removed.length, 1, 'only what the new network needed; the rest waits for the trim');
+  });
+
   it('a pool nobody took from for idle_timeout gives back all but min_size', async () => {
     const b = new FakeBackend();
     const pool = demand(b, { idleMs: 200, demandWindowMs: 100 });
