@@ -4,6 +4,7 @@
 // replaces one not yet started (a recycled port taken again before its reset was written costs no
 // reset at all). Calls about the same port start the pending write at once and wait for it
 // (`settled`), so nothing reads a port half-written.
+import pLimit from 'p-limit';
 import { NeutronApiError } from '../neutron/errors.js';
 import { runDetached } from '../util/context.js';
 import { HostActivity } from './host-activity.js';
@@ -15,6 +16,13 @@ import { HostActivity } from './host-activity.js';
  */
 const MAX_DEFER_MS = 30_000;
 
+/**
+ * Writes in flight at once. A long burst holds every write back until MAX_DEFER_MS, and then all
+ * of them were due together: 40 concurrent PUTs to one neutron-server API worker made a start's
+ * port POST take 35 s (measured: docs/performance.md).
+ */
+const WRITES_AT_ONCE = 4;
+
 export class WriteBehind {
   /** The last queued write per port, and how to start the waiting one early. */
   private readonly writes = new Map<string, Promise<void>>();
@@ -24,6 +32,7 @@ export class WriteBehind {
   /** The newest write queued per port: older ones not yet started are skipped. */
   private readonly newest = new Map<string, number>();
   private queued = 0;
+  private readonly inFlight = pLimit(WRITES_AT_ONCE);
 
   /** Delayed writes wait until starts on this host pause (the warm pool's refills too). */
   constructor(private readonly activity = new HostActivity()) {}
@@ -73,7 +82,7 @@ export class WriteBehind {
         resolve();
       });
     });
-    const done: Promise<void> = runDetached(() => previous.then(() => due).then(attempt))
+    const done: Promise<void> = runDetached(() => previous.then(() => due).then(() => this.inFlight(attempt)))
       .catch(() => undefined) // attempt() reports through onFail; nothing may reject unhandled
       .finally(() => {
         if (this.writes.get(portId) === done) {

@@ -111,6 +111,25 @@ describe('write-behind', () => {
     assert.equal(ran, 1, 'once the starts paused');
   });
 
+  it('writes due together (a burst held them to their bound) go to Neutron a few at a time', async () => {
+    const v = view();
+    let inFlight = 0;
+    let most = 0;
+    for (let i = 0; i < 12; i++)
+      v.enqueue(
+        `p${i}`,
+        'recording',
+        async () => {
+          most = Math.max(most, ++inFlight);
+          await new Promise((r) => setTimeout(r, 20));
+          inFlight--;
+        },
+        () => undefined,
+      );
+    await v.settleAll();
+    assert.ok(most > 1 && most <= 4, `at most 4 in flight (saw ${most})`);
+  });
+
   it('gives up on a 4xx at once and says what failed', async () => {
     const v = view();
     let attempts = 0;
