@@ -129,8 +129,14 @@ describe('faults on host2 leave host1 working and nothing behind', () => {
     assert.ok(free, 'a free address for --ip');
     const at = await runOn('host2', b[5] as string, '--ip', free);
     const startMs = Date.now() - t0;
-    const port = (await neutron.list('ports', { device_id: at.endpointId }))[0];
-    assert.ok(port && !isIdleWarmPort(port) && port.name !== 'kuryr-pool-port');
+    // The endpoint's identity (device_id) is written behind Docker's answer, once starts pause.
+    const port = await waitFor(
+      'the endpoint recorded on its port',
+      async () => (await neutron.list('ports', { device_id: at.endpointId }))[0],
+      35_000,
+      200,
+    );
+    assert.ok(!isIdleWarmPort(port) && port.name !== 'kuryr-pool-port');
     assert.notEqual(port.status, 'ACTIVE', 'no agent wired it');
     // host1 still starts containers normally
     const extra = uniqueName('a3');
