@@ -210,15 +210,25 @@ export class WarmPool {
       if (other === pool || other.closed || short <= 0) continue;
       const extra = Math.min(short, other.ready.length - this.target(other));
       if (extra <= 0) continue;
-      other.ready.sort((a, b) => Number(b.active) - Number(a.active)); // unwired ones go first
-      surplus.push(...other.ready.splice(other.ready.length - extra).map((r) => r.port));
+      surplus.push(...this.beyond(other, other.ready.length - extra));
       short -= extra;
     }
-    if (surplus.length)
-      void runDetached(() => this.removeAll(surplus)).catch((err) =>
-        this.hooks.warn('warm pool: giving back surplus ports failed', { err: errorMessage(err) }),
-      );
+    this.giveBack(surplus);
     return Math.min(wanted, this.hostRoom());
+  }
+
+  /** Takes the pool's ready ports beyond `keep` out of it, unwired ones first. */
+  private beyond(pool: Pool, keep: number): Port[] {
+    pool.ready.sort((a, b) => Number(b.active) - Number(a.active));
+    return pool.ready.splice(keep).map((r) => r.port);
+  }
+
+  /** Deletes ports taken out of their pools, in the background. */
+  private giveBack(ports: Port[]): void {
+    if (ports.length === 0) return;
+    void runDetached(() => this.removeAll(ports)).catch((err) =>
+      this.hooks.warn('warm pool: giving back ports failed', { err: errorMessage(err) }),
+    );
   }
 
   /** The spec a subnet's pool ports are made for (dual stack: both subnets), if a pool serves it. */
@@ -737,14 +747,9 @@ export class WarmPool {
       const idle = size === 0 && pool.lastUsed <= now - idleMs;
       if (pool.closed || (!idle && pool.lastUsed > now - trimAfterMs)) continue;
       const keep = size > 0 ? size : idle ? minSize : maxSize;
-      if (pool.ready.length <= keep) continue;
-      pool.ready.sort((a, b) => Number(b.active) - Number(a.active));
-      surplus.push(...pool.ready.splice(keep).map((r) => r.port));
+      if (pool.ready.length > keep) surplus.push(...this.beyond(pool, keep));
     }
-    if (surplus.length === 0) return;
-    void runDetached(() => this.removeAll(surplus)).catch((err) =>
-      this.hooks.warn('warm pool: giving back idle ports failed', { err: errorMessage(err) }),
-    );
+    this.giveBack(surplus);
   }
 
   /** Deletes ports a few at a time: hundreds at once would only queue up in front of Neutron. */
