@@ -578,6 +578,9 @@ export class WarmPool {
 
   private failed(pool: Pool, doing: string, err: unknown): void {
     this.release(pool);
+    // A pool being drained (network gone, daemon stopping) has nothing to retry: its batch in
+    // flight is removed by makeBatch, or left for the next daemon to adopt.
+    if (pool.closed) return;
     pool.retryAt = Date.now() + this.settings.retryMs;
     setTimeout(() => this.refill(pool), this.settings.retryMs).unref();
     this.hooks.warn(`warm pool: ${doing} failed; trying again in ${this.settings.retryMs / 1000} s`, {

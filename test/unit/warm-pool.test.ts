@@ -232,6 +232,20 @@ describe('warm pool', () => {
     assert.ok(warnings.some((w) => w.includes('creating warm-pool ports failed')));
   });
 
+  it('a create that fails while the pool is being drained is not retried and raises no warning', async () => {
+    const b = new FakeBackend();
+    b.createDelayMs = 100;
+    b.failCreate = new Error('aborted');
+    const pool = makePool(b, 3, 3, 50);
+    warnings.length = 0;
+    pool.register(SPEC);
+    await until('create in flight', () => b.inFlight === 1);
+    await pool.close();
+    await sleep(200); // past the retry back-off
+    assert.equal(b.createCalls.length, 1, 'no retry for a drained pool');
+    assert.deepEqual(warnings, []);
+  });
+
   it('keeps the ports of a bulk create that timed out after Neutron made them', async () => {
     const b = new FakeBackend();
     b.createTimesOut = true;
