@@ -18,6 +18,9 @@ const METRICS = '127.0.0.1:23781';
 const ROOT = new URL('..', import.meta.url).pathname;
 const SOCKET = '/run/docker/plugins/kuryr.sock';
 const STATE = process.env.KURYR_ENV_STATE ?? '/var/lib/kuryr-env';
+/** kuryr.conf's default `[vif_pool] min_size`: warm ports a new network holds. */
+const MIN_SIZE = 2;
+const TEN_NETWORKS = '10 × docker network create, until their warm ports are ACTIVE';
 
 export interface Row {
   /** What was measured, e.g. "docker run -d". */
@@ -194,6 +197,29 @@ class Kuryr {
     return new Kuryr(proc, logFile, performance.now() - t0);
   }
 
+  /** The host's warm ports now, from kuryr's metrics: all of them, and those the agent made ACTIVE. */
+  async warmPorts(): Promise<{ ready: number; active: number }> {
+    const text = await sh('curl', ['-s', `http://${METRICS}/metrics`]);
+    const gauge = (state: string) =>
+      Number(new RegExp(`^kuryr_warm_pool_ports\\{state="${state}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+    return { ready: gauge('ready'), active: gauge('active') };
+  }
+
+  /**
+   * Waits until at least `atLeast` warm ports are ready and every one is ACTIVE, steadily for a
+   * second (a refill may be in flight between two reads), so that starts are measured on settled
+   * networks, as Docker's bridge networks are. Bounded: returns after `boundMs` whatever the state.
+   */
+  async settled(atLeast: number, boundMs = 120_000): Promise<void> {
+    const until = performance.now() + boundMs;
+    let steady = 0;
+    while (steady < 4 && performance.now() < until) {
+      const { ready, active } = await this.warmPorts();
+      steady = ready >= atLeast && active === ready ? steady + 1 : 0;
+      await sleep(250);
+    }
+  }
+
   /** Lines of kuryr's log so far (one JSON line per Docker call, with its Neutron requests). */
   lines(): string[] {
     return existsSync(this.logFile) ? readFileSync(this.logFile, 'utf8').split('\n') : [];
@@ -307,8 +333,9 @@ async function startsAndPings(rec: Recorder, setup: string, net: string, tag: st
       while (!(await pingOnce(c, peerIp))) await sleep(20);
       rec.add('docker run → first ping to a peer', setup, performance.now() - t0);
       await rec.time('docker rm -f', setup, () => docker('rm', '-f', c), kuryr);
-      // Let the pool's refill (about a second after a take) land, as between real starts.
-      if (kuryr) await sleep(1_500);
+      // Let the pool's refill (about a second after a take) land, as between real starts; the
+      // same pause for Docker's bridge, so both start from a quiet host.
+      await sleep(1_500);
     }
   } finally {
     await docker('rm', '-f', peer).catch(() => undefined);
@@ -331,10 +358,12 @@ export async function bench(label: string): Promise<BenchResult> {
   let rssAfter = Number.NaN;
   try {
     // ------------------------------------------------ the floor: Docker's own bridge, same run
+    const bridgeT0 = performance.now();
     for (let i = 0; i < 10; i++) {
       await docker('network', 'create', '--subnet', `10.230.${i}.0/24`, `${tag}-br${i}`);
       bridgeNets.push(`${tag}-br${i}`);
     }
+    rec.add(TEN_NETWORKS, BRIDGE, performance.now() - bridgeT0);
     await startsAndPings(rec, BRIDGE, `${tag}-br0`, `${tag}-bc`);
     await parallel(rec, `${PARALLEL} × docker run -d, one network`, BRIDGE, PARALLEL, () => `${tag}-br0`);
     await parallel(
@@ -366,13 +395,13 @@ export async function bench(label: string): Promise<BenchResult> {
     const main = `${tag}-k0`;
     await kuryrNetwork('--subnet', '10.233.0.0/24', main);
     nets.push(main);
-    await sleep(3_000); // min_size ports made and wired
+    await kuryr.settled(MIN_SIZE);
     await startsAndPings(rec, DEFAULTS, main, `${tag}-kc`, kuryr);
     // A burst on a network that has only its idle pool, then a second one (the pool grew).
     const burst = `${tag}-burst`;
     await kuryrNetwork('--subnet', '10.233.1.0/24', burst);
     nets.push(burst);
-    await sleep(3_000);
+    await kuryr.settled(2 * MIN_SIZE);
     await parallel(
       rec,
       `${PARALLEL} × docker run -d, one network (first burst)`,
@@ -380,7 +409,8 @@ export async function bench(label: string): Promise<BenchResult> {
       PARALLEL,
       () => burst,
     );
-    await sleep(5_000);
+    await sleep(5_000); // the burst's demand grows its pool a second after the starts pause
+    await kuryr.settled(MIN_SIZE);
     await parallel(
       rec,
       `${PARALLEL} × docker run -d, one network (next burst)`,
@@ -388,13 +418,17 @@ export async function bench(label: string): Promise<BenchResult> {
       PARALLEL,
       () => burst,
     );
+    // Starts across 10 networks are measured once the networks have settled, as the bridge's have;
+    // how long 10 new networks take to get there is its own row.
     const spread: string[] = [];
+    const spreadT0 = performance.now();
     for (let i = 0; i < 10; i++) {
       await kuryrNetwork('--subnet', `10.234.${i}.0/24`, `${tag}-s${i}`);
       nets.push(`${tag}-s${i}`);
       spread.push(`${tag}-s${i}`);
     }
-    await sleep(5_000);
+    await kuryr.settled(10 * MIN_SIZE);
+    rec.add(TEN_NETWORKS, DEFAULTS, performance.now() - spreadT0);
     await parallel(
       rec,
       `${PARALLEL} × docker run -d, 10 networks`,
