@@ -17,8 +17,11 @@ import { formatPoolId, type PoolRef } from './pool-id.js';
 /** Reads of what nobody remembers (candidate pools, ports by filter): no cache to keep true. */
 export type NeutronReader = Pick<NeutronClient, 'get' | 'list'>;
 
-/** A prefetched subnet read older than this is not used: Join reads again. */
-const PREFETCH_FRESH_MS = 2_000;
+/**
+ * A subnet read started less than this ago serves every Join that needs those subnets (in flight
+ * or done); an older one is not used: Join reads again.
+ */
+const SUBNET_READ_FRESH_MS = 2_000;
 
 function notFound(err: unknown, message: string): never {
   throw err instanceof NeutronApiError && err.isNotFound ? new NotFoundError(message) : err;
@@ -50,8 +53,12 @@ export class Catalog {
   private readonly ports = new Map<string, Port>();
   private readonly portsByAddress = new Map<string, string>();
   private readonly portsByEndpoint = new Map<string, string>();
-  /** Subnet reads started ahead of Join, by sorted IDs. */
-  private readonly prefetched = new Map<string, { at: number; subnets: Promise<Subnet[]> }>();
+  /**
+   * Recent subnet reads, by sorted IDs, shared by the starts that need them: a burst of 20 starts
+   * on one network used to send 20 identical reads to a Neutron API worker busy with the burst,
+   * and each Join waited 1-4 s for its own.
+   */
+  private readonly subnetReads = new Map<string, { at: number; subnets: Promise<Subnet[]> }>();
 
   constructor(
     private readonly neutron: NeutronClient,
@@ -352,17 +359,14 @@ export class Catalog {
     }
   }
 
-  /** Subnets by ID, read fresh (their gateway and host routes may change in Neutron). */
+  /**
+   * Subnets by ID, read fresh (their gateway and host routes may change in Neutron): by a read
+   * that started less than 2 s ago, shared with the other starts that need them, or now.
+   */
   async subnets(ids: string[]): Promise<Subnet[]> {
     if (ids.length === 0) return [];
-    const key = [...new Set(ids)].sort().join(',');
-    const early = this.prefetched.get(key);
-    this.prefetched.delete(key);
-    if (early && Date.now() - early.at < PREFETCH_FRESH_MS) {
-      const subnets = await early.subnets.catch(() => undefined);
-      if (subnets) return subnets;
-    }
-    return this.neutron.list('subnets', { id: ids });
+    const shared = await this.sharedSubnetRead(ids).catch(() => undefined);
+    return shared ?? this.neutron.list('subnets', { id: ids }); // that read failed: ours, now
   }
 
   /**
@@ -371,12 +375,23 @@ export class Catalog {
    */
   prefetchSubnets(ids: string[]): void {
     if (ids.length === 0) return;
+    this.sharedSubnetRead(ids).catch(() => undefined); // Join reads again if this failed
+  }
+
+  private sharedSubnetRead(ids: string[]): Promise<Subnet[]> {
+    const key = [...new Set(ids)].sort().join(',');
+    const now = Date.now();
+    const recent = this.subnetReads.get(key);
+    if (recent && now - recent.at < SUBNET_READ_FRESH_MS) return recent.subnets;
+    // Detached: its Neutron call belongs to no one Docker call (several starts may wait on it).
     const subnets = runDetached(() => this.neutron.list('subnets', { id: ids }));
-    subnets.catch(() => undefined); // Join reads again if this failed
-    this.prefetched.set([...new Set(ids)].sort().join(','), { at: Date.now(), subnets });
-    // Unused ones (Docker gave up between the calls) do not pile up.
-    for (const [k, v] of this.prefetched)
-      if (Date.now() - v.at > PREFETCH_FRESH_MS) this.prefetched.delete(k);
+    this.subnetReads.set(key, { at: now, subnets });
+    subnets.catch(() => {
+      if (this.subnetReads.get(key)?.subnets === subnets) this.subnetReads.delete(key); // the next start tries again
+    });
+    // Old ones (networks nobody starts on now) do not pile up.
+    for (const [k, v] of this.subnetReads) if (now - v.at >= SUBNET_READ_FRESH_MS) this.subnetReads.delete(k);
+    return subnets;
   }
 
   // ------------------------------------------------------------------ ports

@@ -662,6 +662,40 @@ describe('with the defaults: warm pool on, sized by demand', () => {
     assert.equal(fake.all('ports').length, 0, 'the warm ports went too');
   });
 
+  it('starts on one network share one subnet read for their Joins, and a Join 2 s later reads again (a new route shows)', async () => {
+    const k = startKuryr(fake, { ...POOL_ON, KURYR_VIF_POOL_SIZE: '6' });
+    const net = hexId();
+    const pool = await requestPool(k, '10.21.9.0/24');
+    await createNetwork(k, net, [pool]);
+    const [n] = taggedNetworks(fake, net);
+    assert.ok(n);
+    await waitUntil('the pool to fill', () => portsOn(fake, n.id).length === 6);
+    // Docker serialises a network's RequestAddress and CreateEndpoint; the Joins run together.
+    const eps: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const ep = hexId();
+      await createEndpoint(k, net, ep, { v4: await requestAddress(k, pool, '') });
+      eps.push(ep);
+    }
+    const joined = await Promise.all(eps.map((ep) => join(k, net, ep)));
+    for (const j of joined) assert.equal(j.Gateway, '10.21.9.1');
+    assert.equal(fake.requests('GET', 'subnets').length, 1, 'five starts, one subnet read');
+
+    const [subnet] = subnetsOn(fake, n.id);
+    assert.ok(subnet);
+    await new Promise((r) => setTimeout(r, 2_100));
+    fake.seedUpdate('subnets', subnet.id, {
+      host_routes: [{ destination: '10.99.0.0/16', nexthop: '10.21.9.254' }],
+    });
+    const late = hexId();
+    await createEndpoint(k, net, late, { v4: await requestAddress(k, pool, '') });
+    const lateJoin = await join(k, net, late);
+    assert.deepEqual(lateJoin.StaticRoutes, [
+      { Destination: '10.99.0.0/16', RouteType: 0, NextHop: '10.21.9.254' },
+    ]);
+    assert.equal(fake.requests('GET', 'subnets').length, 2, 'a read older than 2 s is not used');
+  });
+
   it('docker rm gives a warm port back to the pool: veth kept, identity reset behind, reused by a later start; nothing deleted or made for it', async () => {
     const k = startKuryr(fake, POOL_ON);
     const net = hexId();
