@@ -10,7 +10,7 @@ import { createHostBinder, type HostBinder } from './binding/index.js';
 import { Catalog } from './cnm/catalog.js';
 import type { EndpointHooks } from './cnm/endpoints.js';
 import { ExposedPorts } from './cnm/exposed-ports.js';
-import { HostActivity } from './cnm/host-activity.js';
+import { DAEMON_BURST_TAIL, HostActivity } from './cnm/host-activity.js';
 import { NeutronIpam } from './cnm/ipam.js';
 import { NeutronNetworkDriver } from './cnm/network.js';
 import { PortBinding } from './cnm/port-binding.js';
@@ -80,7 +80,7 @@ export function buildDrivers(
   // host side records which endpoint holds a port ahead of Neutron's device_id.
   const catalog = new Catalog(neutron, hostBinder);
   // Background work (identity writes, refills) waits until starts pause: one clock for both.
-  const activity = new HostActivity();
+  const activity = new HostActivity(DAEMON_BURST_TAIL);
   const writes = new WriteBehind(activity);
   const ports = new PortBinding(catalog, hostBinder, config.DEFAULT.host, activity);
   const pool = new WarmPool(

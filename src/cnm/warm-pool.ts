@@ -319,7 +319,7 @@ export class WarmPool {
   /** Takes the pool's i-th ready port out, as a start's own, and starts a refill. */
   private handOut(pool: Pool, i: number): Port | undefined {
     const [taken] = pool.ready.splice(i, 1);
-    this.activity.started();
+    this.activity.containerStarting();
     pool.takes.push(Date.now());
     pool.lastUsed = Date.now();
     // A miss is takeOrWait's to handle (it starts a batch for the burst at once).

@@ -23,6 +23,33 @@ describe('host activity', () => {
     assert.equal(ran, 1, 'once the starts paused');
   });
 
+  it("a burst's quiet period grows with its containers (Docker still starts them); sequential starts barely move it", async () => {
+    const tail = { perStartMs: 30, windowMs: 200, maxMs: 500 };
+    const burst = new HostActivity(tail);
+    const t0 = Date.now();
+    let burstRanAt = 0;
+    burst.afterQuiet(50, 10_000, () => {
+      burstRanAt = Date.now() - t0;
+    });
+    for (let i = 0; i < 10; i++) burst.containerStarting();
+    const sequential = new HostActivity(tail);
+    let seqRanAt = 0;
+    const s0 = Date.now();
+    for (let i = 0; i < 3; i++) {
+      sequential.containerStarting();
+      await sleep(250); // beyond the window: each start is a burst of one
+    }
+    const s1 = Date.now();
+    sequential.afterQuiet(50, 10_000, () => {
+      seqRanAt = Date.now() - s1;
+    });
+    await sleep(500);
+    // 10 starts: 50 ms + 9 × 30 ms = 320 ms of quiet after the last one.
+    assert.ok(burstRanAt >= 310 && burstRanAt < 450, `burst: ran at ${burstRanAt} ms, wanted ~320`);
+    // The last start was 250 ms ago, alone in its window: quiet already.
+    assert.ok(seqRanAt < 80, `sequential: ran ${seqRanAt} ms after asking (${s1 - s0} ms of starts)`);
+  });
+
   it('a steady stream of starts does not starve it past its bound', async () => {
     const a = new HostActivity();
     let ranAt = 0;
