@@ -13,6 +13,8 @@ const DOCKER = process.env.BENCH_DOCKER ?? '/usr/bin/docker';
 const IMAGE = 'kuryr-test/busybox:latest';
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
 const PARALLEL = Number(process.env.BENCH_PARALLEL ?? 20);
+/** Each parallel scenario runs this many times (kuryr's on fresh networks each time); the median is reported. */
+const BURSTS = Number(process.env.BENCH_BURSTS ?? 3);
 const NEUTRON_URL = process.env.NEUTRON_URL ?? 'http://127.0.0.1:9696';
 const METRICS = '127.0.0.1:23781';
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -21,6 +23,8 @@ const STATE = process.env.KURYR_ENV_STATE ?? '/var/lib/kuryr-env';
 /** kuryr.conf's default `[vif_pool] min_size`: warm ports a new network holds. */
 const MIN_SIZE = 2;
 const TEN_NETWORKS = '10 × docker network create, until their warm ports are ACTIVE';
+const ONE_NETWORK = `${PARALLEL} × docker run -d, one network`;
+const SPREAD = `${PARALLEL} × docker run -d, 10 networks`;
 
 export interface Row {
   /** What was measured, e.g. "docker run -d". */
@@ -197,25 +201,32 @@ class Kuryr {
     return new Kuryr(proc, logFile, performance.now() - t0);
   }
 
-  /** The host's warm ports now, from kuryr's metrics: all of them, and those the agent made ACTIVE. */
-  async warmPorts(): Promise<{ ready: number; active: number }> {
+  /**
+   * From kuryr's metrics: the host's warm ports (all, and those the agent made ACTIVE) and the
+   * clean-ups of removed networks still running.
+   */
+  async state(): Promise<{ ready: number; active: number; teardowns: number }> {
     const text = await sh('curl', ['-s', `http://${METRICS}/metrics`]);
-    const gauge = (state: string) =>
-      Number(new RegExp(`^kuryr_warm_pool_ports\\{state="${state}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
-    return { ready: gauge('ready'), active: gauge('active') };
+    const gauge = (name: string) => Number(new RegExp(`^${name} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+    return {
+      ready: gauge('kuryr_warm_pool_ports\\{state="ready"\\}'),
+      active: gauge('kuryr_warm_pool_ports\\{state="active"\\}'),
+      teardowns: gauge('kuryr_teardowns_pending'),
+    };
   }
 
   /**
-   * Waits until at least `atLeast` warm ports are ready and every one is ACTIVE, steadily for a
-   * second (a refill may be in flight between two reads), so that starts are measured on settled
-   * networks, as Docker's bridge networks are. Bounded: returns after `boundMs` whatever the state.
+   * Waits until at least `atLeast` warm ports are ready, every one is ACTIVE and no removed
+   * network's clean-up is still running, steadily for a second (a refill may be in flight between
+   * two reads), so that starts are measured on settled networks, as Docker's bridge networks are.
+   * Bounded: returns after `boundMs` whatever the state.
    */
   async settled(atLeast: number, boundMs = 120_000): Promise<void> {
     const until = performance.now() + boundMs;
     let steady = 0;
     while (steady < 4 && performance.now() < until) {
-      const { ready, active } = await this.warmPorts();
-      steady = ready >= atLeast && active === ready ? steady + 1 : 0;
+      const { ready, active, teardowns } = await this.state();
+      steady = ready >= atLeast && active === ready && teardowns === 0 ? steady + 1 : 0;
       await sleep(250);
     }
   }
@@ -365,14 +376,10 @@ export async function bench(label: string): Promise<BenchResult> {
     }
     rec.add(TEN_NETWORKS, BRIDGE, performance.now() - bridgeT0);
     await startsAndPings(rec, BRIDGE, `${tag}-br0`, `${tag}-bc`);
-    await parallel(rec, `${PARALLEL} × docker run -d, one network`, BRIDGE, PARALLEL, () => `${tag}-br0`);
-    await parallel(
-      rec,
-      `${PARALLEL} × docker run -d, 10 networks`,
-      BRIDGE,
-      PARALLEL,
-      (i) => `${tag}-br${i % 10}`,
-    );
+    for (let r = 0; r < BURSTS; r++) {
+      await parallel(rec, ONE_NETWORK, BRIDGE, PARALLEL, () => `${tag}-br0`);
+      await parallel(rec, SPREAD, BRIDGE, PARALLEL, (i) => `${tag}-br${i % 10}`);
+    }
     for (let i = 0; i < RUNS; i++) {
       await rec.time('docker network create', BRIDGE, () =>
         docker('network', 'create', '--subnet', `10.231.${i}.0/24`, `${tag}-bx${i}`),
@@ -397,45 +404,34 @@ export async function bench(label: string): Promise<BenchResult> {
     nets.push(main);
     await kuryr.settled(MIN_SIZE);
     await startsAndPings(rec, DEFAULTS, main, `${tag}-kc`, kuryr);
-    // A burst on a network that has only its idle pool, then a second one (the pool grew).
-    const burst = `${tag}-burst`;
-    await kuryrNetwork('--subnet', '10.233.1.0/24', burst);
-    nets.push(burst);
-    await kuryr.settled(2 * MIN_SIZE);
-    await parallel(
-      rec,
-      `${PARALLEL} × docker run -d, one network (first burst)`,
-      DEFAULTS,
-      PARALLEL,
-      () => burst,
-    );
-    await sleep(5_000); // the burst's demand grows its pool a second after the starts pause
-    await kuryr.settled(MIN_SIZE);
-    await parallel(
-      rec,
-      `${PARALLEL} × docker run -d, one network (next burst)`,
-      DEFAULTS,
-      PARALLEL,
-      () => burst,
-    );
-    // Starts across 10 networks are measured once the networks have settled, as the bridge's have;
-    // how long 10 new networks take to get there is its own row.
-    const spread: string[] = [];
-    const spreadT0 = performance.now();
-    for (let i = 0; i < 10; i++) {
-      await kuryrNetwork('--subnet', `10.234.${i}.0/24`, `${tag}-s${i}`);
-      nets.push(`${tag}-s${i}`);
-      spread.push(`${tag}-s${i}`);
+    // A burst on a new network that has only its idle pool, then a second one (the pool grew);
+    // each time on a new network, removed afterwards.
+    for (let r = 0; r < BURSTS; r++) {
+      const burst = `${tag}-burst${r}`;
+      await kuryrNetwork('--subnet', `10.233.${r + 1}.0/24`, burst);
+      nets.push(burst);
+      await kuryr.settled(2 * MIN_SIZE);
+      await parallel(rec, `${ONE_NETWORK} (first burst)`, DEFAULTS, PARALLEL, () => burst);
+      await sleep(5_000); // the burst's demand grows its pool a second after the starts pause
+      await kuryr.settled(MIN_SIZE);
+      await parallel(rec, `${ONE_NETWORK} (next burst)`, DEFAULTS, PARALLEL, () => burst);
+      await docker('network', 'rm', burst);
     }
-    await kuryr.settled(10 * MIN_SIZE);
-    rec.add(TEN_NETWORKS, DEFAULTS, performance.now() - spreadT0);
-    await parallel(
-      rec,
-      `${PARALLEL} × docker run -d, 10 networks`,
-      DEFAULTS,
-      PARALLEL,
-      (i) => spread[i % 10] as string,
-    );
+    // Starts across 10 networks are measured once the networks have settled, as the bridge's have;
+    // how long 10 new networks take to get there is its own row. New networks each time.
+    for (let r = 0; r < BURSTS; r++) {
+      await kuryr.settled(MIN_SIZE); // the last one's clean-up done
+      const spread = Array.from({ length: 10 }, (_, i) => `${tag}-s${r}-${i}`);
+      const spreadT0 = performance.now();
+      for (const [i, n] of spread.entries()) {
+        await kuryrNetwork('--subnet', `10.234.${r * 10 + i}.0/24`, n);
+        nets.push(n);
+      }
+      await kuryr.settled(10 * MIN_SIZE);
+      rec.add(TEN_NETWORKS, DEFAULTS, performance.now() - spreadT0);
+      await parallel(rec, SPREAD, DEFAULTS, PARALLEL, (i) => spread[i % 10] as string);
+      if (r < BURSTS - 1) for (const n of spread) await docker('network', 'rm', n);
+    }
     rssAfter = rssMb(kuryr.proc.pid as number);
 
     // ------------------------------------------------ kuryr without a pool
@@ -473,12 +469,13 @@ export function report(r: BenchResult): string {
     if (!row) return '';
     const waited = row.waited !== undefined ? ` (${row.waited} req)` : '';
     const failures = row.failures ? `, ${row.failures} failed` : '';
-    return `${fmt(row.medianMs)}${waited}${failures}`;
+    const range = op.includes('×') && row.maxMs > row.minMs ? ` [${fmt(row.minMs)}–${fmt(row.maxMs)}]` : '';
+    return `${fmt(row.medianMs)}${range}${waited}${failures}`;
   };
   return [
     `### ${r.label}: ${r.backend}, Docker ${r.docker}`,
     '',
-    `Commit ${r.commit}, ${r.at}; medians of ${RUNS} (parallel: one run of ${PARALLEL}); "req" = Neutron requests Docker waited for.`,
+    `Commit ${r.commit}, ${r.at}; medians of ${RUNS} (parallel: medians of ${BURSTS} runs of ${PARALLEL}, range in brackets); "req" = Neutron requests Docker waited for.`,
     '',
     `| operation | ${setups.join(' | ')} |`,
     `|---|${setups.map(() => '---').join('|')}|`,
@@ -486,7 +483,7 @@ export function report(r: BenchResult): string {
     '',
     `kuryr: ready ${fmt(r.startupMs)} after start; RSS ${r.rssMb.idle.toFixed(0)} MB idle, ${r.rssMb.after.toFixed(0)} MB after the runs above.`,
     '',
-    'Where the CPU went during the parallel starts (seconds; processes by name):',
+    'Where the CPU went during the parallel starts (the last run of each; seconds; processes by name):',
     '',
     ...r.rows.filter((x) => x.cpu).map((x) => `- ${x.op}, ${x.setup}: ${x.cpu}`),
     '',
