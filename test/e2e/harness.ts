@@ -373,10 +373,11 @@ export async function containerNet(container: string, network: string): Promise<
 }
 
 /**
- * The endpoint's Neutron port. A warm-pool port gets its endpoint's identity (device_id) written a
- * moment after the container started, so this waits a little for it.
+ * The endpoint's Neutron port. A warm-pool port gets its endpoint's identity (device_id) written
+ * once starts on the host pause (about a second after a lone start, up to 6 s after a burst, never
+ * more than 30 s), so this waits for it.
  */
-export async function portOfEndpoint(endpointId: string, waitMs = 5_000): Promise<Port | undefined> {
+export async function portOfEndpoint(endpointId: string, waitMs = 15_000): Promise<Port | undefined> {
   const end = Date.now() + waitMs;
   for (;;) {
     const [port] = await neutron.list('ports', { device_id: endpointId });
