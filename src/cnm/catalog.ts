@@ -7,7 +7,7 @@
 import type { NeutronClient } from '../neutron/client.js';
 import { NeutronApiError } from '../neutron/errors.js';
 import type { Collection, Network, Port, ResourceMap, Subnet, SubnetPool } from '../neutron/types.js';
-import { runDetached } from '../util/context.js';
+import { currentContext, runDetached } from '../util/context.js';
 import { InvalidRequestError, NotFoundError } from '../util/errors.js';
 import { handBack, takenTags } from './existing-ports.js';
 import { dockerIdTags } from './naming.js';
@@ -22,6 +22,13 @@ export type NeutronReader = Pick<NeutronClient, 'get' | 'list'>;
  * or done); an older one is not used: Join reads again.
  */
 const SUBNET_READ_FRESH_MS = 2_000;
+
+/** A subnet read shared by the starts that need it: when it started, and whether it has answered. */
+interface SubnetRead {
+  at: number;
+  done: boolean;
+  subnets: Promise<Subnet[]>;
+}
 
 function notFound(err: unknown, message: string): never {
   throw err instanceof NeutronApiError && err.isNotFound ? new NotFoundError(message) : err;
@@ -58,7 +65,7 @@ export class Catalog {
    * on one network used to send 20 identical reads to a Neutron API worker busy with the burst,
    * and each Join waited 1-4 s for its own.
    */
-  private readonly subnetReads = new Map<string, { at: number; subnets: Promise<Subnet[]> }>();
+  private readonly subnetReads = new Map<string, SubnetRead>();
 
   constructor(
     private readonly neutron: NeutronClient,
@@ -365,8 +372,32 @@ export class Catalog {
    */
   async subnets(ids: string[]): Promise<Subnet[]> {
     if (ids.length === 0) return [];
-    const shared = await this.sharedSubnetRead(ids).catch(() => undefined);
-    return shared ?? this.neutron.list('subnets', { id: ids }); // that read failed: ours, now
+    // A failed read is dropped: the second try is a new shared read (one for all the waiting starts).
+    return (await this.awaitSubnetRead(ids).catch(() => undefined)) ?? this.awaitSubnetRead(ids);
+  }
+
+  /**
+   * Waits for the shared read; if it was still on its way, the Docker call waiting records it as a
+   * Neutron request it waited for (the read itself is billed to nobody: several starts share it).
+   */
+  private async awaitSubnetRead(ids: string[]): Promise<Subnet[]> {
+    const read = this.sharedSubnetRead(ids);
+    if (read.done) return read.subnets;
+    const t0 = Date.now();
+    let status = 200;
+    try {
+      return await read.subnets;
+    } catch (err) {
+      status = err instanceof NeutronApiError ? err.httpStatus : 0;
+      throw err;
+    } finally {
+      currentContext()?.neutronCalls.push({
+        method: 'GET',
+        resource: 'subnets (shared read)',
+        status,
+        ms: Date.now() - t0,
+      });
+    }
   }
 
   /**
@@ -375,23 +406,32 @@ export class Catalog {
    */
   prefetchSubnets(ids: string[]): void {
     if (ids.length === 0) return;
-    this.sharedSubnetRead(ids).catch(() => undefined); // Join reads again if this failed
+    this.sharedSubnetRead(ids).subnets.catch(() => undefined); // Join reads again if this failed
   }
 
-  private sharedSubnetRead(ids: string[]): Promise<Subnet[]> {
+  private sharedSubnetRead(ids: string[]): SubnetRead {
     const key = [...new Set(ids)].sort().join(',');
     const now = Date.now();
     const recent = this.subnetReads.get(key);
-    if (recent && now - recent.at < SUBNET_READ_FRESH_MS) return recent.subnets;
+    if (recent && now - recent.at < SUBNET_READ_FRESH_MS) return recent;
     // Detached: its Neutron call belongs to no one Docker call (several starts may wait on it).
-    const subnets = runDetached(() => this.neutron.list('subnets', { id: ids }));
-    this.subnetReads.set(key, { at: now, subnets });
-    subnets.catch(() => {
-      if (this.subnetReads.get(key)?.subnets === subnets) this.subnetReads.delete(key); // the next start tries again
-    });
+    const read: SubnetRead = {
+      at: now,
+      done: false,
+      subnets: runDetached(() => this.neutron.list('subnets', { id: ids })),
+    };
+    this.subnetReads.set(key, read);
+    read.subnets.then(
+      () => {
+        read.done = true;
+      },
+      () => {
+        if (this.subnetReads.get(key) === read) this.subnetReads.delete(key); // the next start tries again
+      },
+    );
     // Old ones (networks nobody starts on now) do not pile up.
     for (const [k, v] of this.subnetReads) if (now - v.at >= SUBNET_READ_FRESH_MS) this.subnetReads.delete(k);
-    return subnets;
+    return read;
   }
 
   // ------------------------------------------------------------------ ports

@@ -9,30 +9,36 @@
  * background work landing then slowed a 20-container burst over 10 networks by a third.
  */
 export interface BurstTail {
-  /** Extra quiet per container started within `windowMs` before the last activity, beyond the first. */
+  /** Extra quiet per container of the last burst, beyond the first. */
   perStartMs: number;
-  windowMs: number;
+  /**
+   * Starts closer than this to the one before are one burst. Starts further apart (a script
+   * starting containers one by one) are bursts of one and add nothing: a tail longer than their
+   * gap would hold background work back until its 30 s bound.
+   */
+  gapMs: number;
   /** The most extra quiet a burst asks for. */
   maxMs: number;
 }
 
 /** No extra quiet (unit tests of other things); the daemon passes DAEMON_BURST_TAIL. */
-const NO_TAIL: BurstTail = { perStartMs: 0, windowMs: 0, maxMs: 0 };
+const NO_TAIL: BurstTail = { perStartMs: 0, gapMs: 0, maxMs: 0 };
 
 /**
  * Measured here (2 cores, linuxbridge, 20 starts over 10 settled networks, 3 runs each): 4.9-6.6 s
  * with a 1 s quiet period, 3.8-4.4 s with 5 s (Docker's bridge: 4.2-4.7 s). Docker's bridge
  * takes about 200 ms per container in such a burst. Sequential starts (one per 1.5 s or slower)
- * add almost nothing: two in the window, 200 ms.
+ * add nothing.
  */
-export const DAEMON_BURST_TAIL: BurstTail = { perStartMs: 200, windowMs: 3_000, maxMs: 5_000 };
+export const DAEMON_BURST_TAIL: BurstTail = { perStartMs: 200, gapMs: 500, maxMs: 5_000 };
 
 export class HostActivity {
   private last = 0;
   /** Starts waiting right now (for a port being made or wired): the host is not quiet while they wait. */
   private waiting = 0;
-  /** When containers started recently (takes from the warm pool), for the burst's tail. */
-  private starts: number[] = [];
+  /** When a container start last began, and how many began in its burst (tail.gapMs apart at most). */
+  private lastStart = 0;
+  private burstSize = 0;
 
   constructor(private readonly tail: BurstTail = NO_TAIL) {}
 
@@ -44,19 +50,13 @@ export class HostActivity {
   /** A container start began (it asked for its port): activity, and counted for the burst's tail. */
   containerStarting(): void {
     this.started();
-    if (this.tail.perStartMs <= 0) return;
-    this.starts.push(this.last);
-    const since = this.last - this.tail.windowMs;
-    if (this.starts[0] !== undefined && this.starts[0] < since)
-      this.starts = this.starts.filter((t) => t >= since);
+    this.burstSize = this.last - this.lastStart < this.tail.gapMs ? this.burstSize + 1 : 1;
+    this.lastStart = this.last;
   }
 
   /** The quiet the last burst needs beyond `quietMs`: more containers, longer tail. */
   private tailMs(): number {
-    if (this.tail.perStartMs <= 0) return 0;
-    const since = this.last - this.tail.windowMs;
-    const inBurst = this.starts.filter((t) => t >= since).length;
-    return Math.min(this.tail.maxMs, this.tail.perStartMs * Math.max(0, inBurst - 1));
+    return Math.min(this.tail.maxMs, this.tail.perStartMs * Math.max(0, this.burstSize - 1));
   }
 
   /**

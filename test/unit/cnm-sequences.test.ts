@@ -25,6 +25,7 @@ import { NeutronClient as Client, type NeutronClient } from '../../src/neutron/c
 import { createNeutronClient } from '../../src/neutron/from-config.js';
 import type { Port } from '../../src/neutron/types.js';
 import { findGarbage, removeGarbage } from '../../src/ops/gc.js';
+import { type CallContext, runWithContext } from '../../src/util/context.js';
 import { fakeNeutronConfig } from './helpers/config.js';
 import { FakeNeutron, type FakePort } from './helpers/fake-neutron.js';
 
@@ -662,14 +663,20 @@ describe('with the defaults: warm pool on, sized by demand', () => {
     assert.equal(fake.all('ports').length, 0, 'the warm ports went too');
   });
 
-  it('starts on one network share one subnet read for their Joins, and a Join 2 s later reads again (a new route shows)', async () => {
-    const k = startKuryr(fake, { ...POOL_ON, KURYR_VIF_POOL_SIZE: '6' });
+  /** A kuryr with a fixed-size pool and a network whose warm ports are all made. */
+  async function warmNetwork(cidr: string, size: number) {
+    const k = startKuryr(fake, { ...POOL_ON, KURYR_VIF_POOL_SIZE: String(size) });
     const net = hexId();
-    const pool = await requestPool(k, '10.21.9.0/24');
+    const pool = await requestPool(k, cidr);
     await createNetwork(k, net, [pool]);
     const [n] = taggedNetworks(fake, net);
     assert.ok(n);
-    await waitUntil('the pool to fill', () => portsOn(fake, n.id).length === 6);
+    await waitUntil('the pool to fill', () => portsOn(fake, n.id).length === size);
+    return { k, net, pool, n };
+  }
+
+  it('starts on one network share one subnet read for their Joins, and a Join 2 s later reads again (a new route shows)', async () => {
+    const { k, net, pool, n } = await warmNetwork('10.21.9.0/24', 6);
     // Docker serialises a network's RequestAddress and CreateEndpoint; the Joins run together.
     const eps: string[] = [];
     for (let i = 0; i < 5; i++) {
@@ -694,6 +701,21 @@ describe('with the defaults: warm pool on, sized by demand', () => {
       { Destination: '10.99.0.0/16', RouteType: 0, NextHop: '10.21.9.254' },
     ]);
     assert.equal(fake.requests('GET', 'subnets').length, 2, 'a read older than 2 s is not used');
+  });
+
+  it('a Join that waits for the shared subnet read still on its way counts it as a Neutron request it waited for', async () => {
+    const { k, net, pool, n } = await warmNetwork('10.21.10.0/24', 3);
+    fake.slowDown('GET', '/subnets', 300);
+    const calls = async (fn: () => Promise<unknown>) => {
+      const ctx: CallContext = { requestId: 'r', handler: 'NetworkDriver.Join', neutronCalls: [] };
+      await runWithContext(ctx, fn);
+      return ctx.neutronCalls.map((c) => c.resource);
+    };
+    const [first, second] = [hexId(), hexId()];
+    await createEndpoint(k, net, first, { v4: await requestAddress(k, pool, '') }); // the read starts
+    assert.deepEqual(await calls(() => join(k, net, first)), ['subnets (shared read)'], 'waited for it');
+    await createEndpoint(k, net, second, { v4: await requestAddress(k, pool, '') });
+    assert.deepEqual(await calls(() => join(k, net, second)), [], 'answered already: no wait');
   });
 
   it('docker rm gives a warm port back to the pool: veth kept, identity reset behind, reused by a later start; nothing deleted or made for it', async () => {

@@ -23,31 +23,39 @@ describe('host activity', () => {
     assert.equal(ran, 1, 'once the starts paused');
   });
 
-  it("a burst's quiet period grows with its containers (Docker still starts them); sequential starts barely move it", async () => {
-    const tail = { perStartMs: 30, windowMs: 200, maxMs: 500 };
-    const burst = new HostActivity(tail);
+  it("a burst's quiet period grows with its containers (Docker still starts them)", async () => {
+    const burst = new HostActivity({ perStartMs: 30, gapMs: 25, maxMs: 500 });
     const t0 = Date.now();
-    let burstRanAt = 0;
+    let ranAt = 0;
     burst.afterQuiet(50, 10_000, () => {
-      burstRanAt = Date.now() - t0;
+      ranAt = Date.now() - t0;
     });
     for (let i = 0; i < 10; i++) burst.containerStarting();
-    const sequential = new HostActivity(tail);
-    let seqRanAt = 0;
-    const s0 = Date.now();
-    for (let i = 0; i < 3; i++) {
-      sequential.containerStarting();
-      await sleep(250); // beyond the window: each start is a burst of one
-    }
-    const s1 = Date.now();
-    sequential.afterQuiet(50, 10_000, () => {
-      seqRanAt = Date.now() - s1;
-    });
-    await sleep(500);
+    await sleep(700);
     // 10 starts: 50 ms + 9 × 30 ms = 320 ms of quiet after the last one.
-    assert.ok(burstRanAt >= 310 && burstRanAt < 450, `burst: ran at ${burstRanAt} ms, wanted ~320`);
-    // The last start was 250 ms ago, alone in its window: quiet already.
-    assert.ok(seqRanAt < 80, `sequential: ran ${seqRanAt} ms after asking (${s1 - s0} ms of starts)`);
+    assert.ok(ranAt >= 300 && ranAt < 650, `ran at ${ranAt} ms, wanted ~320`);
+  });
+
+  it('starts one by one, slower than the burst gap, add no tail: a steady stream just slower than the quiet period is not held back', async () => {
+    // Each start is followed by 70 ms of quiet, enough for 50 ms: without a tail the work runs
+    // after the first start. A tail counting these starts (3 × 30 ms) would outlast every gap and
+    // hold the work until its bound.
+    const a = new HostActivity({ perStartMs: 30, gapMs: 25, maxMs: 500 });
+    const t0 = Date.now();
+    let ranAt = 0;
+    for (let i = 0; i < 3; i++) {
+      a.containerStarting();
+      await sleep(70);
+    }
+    a.afterQuiet(50, 2_000, () => {
+      ranAt = Date.now() - t0;
+    });
+    for (let i = 0; i < 8; i++) {
+      a.containerStarting();
+      await sleep(70);
+    }
+    await sleep(100);
+    assert.ok(ranAt > 0 && ranAt < 450, `ran at ${ranAt} ms: held back by starts that were no burst`);
   });
 
   it('a steady stream of starts does not starve it past its bound', async () => {
