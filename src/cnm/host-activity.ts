@@ -27,8 +27,7 @@ const NO_TAIL: BurstTail = { perStartMs: 0, gapMs: 0, maxMs: 0 };
 /**
  * Measured here (2 cores, linuxbridge, 20 starts over 10 settled networks, 3 runs each): 4.9-6.6 s
  * with a 1 s quiet period, 3.8-4.4 s with 5 s (Docker's bridge: 4.2-4.7 s). Docker's bridge
- * takes about 200 ms per container in such a burst. Sequential starts (one per 1.5 s or slower)
- * add nothing.
+ * takes about 200 ms per container in such a burst. Starts 0.5 s apart or more add nothing.
  */
 export const DAEMON_BURST_TAIL: BurstTail = { perStartMs: 200, gapMs: 500, maxMs: 5_000 };
 
