@@ -22,12 +22,6 @@ export type NeutronReader = Pick<NeutronClient, 'get' | 'list'>;
  * or done); an older one is not used: Join reads again.
  */
 const SUBNET_READ_FRESH_MS = 2_000;
-/**
- * A Join takes subnets from an answered read up to this old rather than wait for Neutron, and
- * starts a new read for the starts after it: a change of gateway or host routes in Neutron reaches
- * the next container started after it, at the latest one started this long after it.
- */
-const SUBNET_READ_STALE_MS = 30_000;
 
 /** A subnet read shared by the starts that need it: when it started, and whether it has answered. */
 interface SubnetRead {
@@ -35,8 +29,6 @@ interface SubnetRead {
   done: boolean;
   subnets: Promise<Subnet[]>;
 }
-
-const subnetKey = (ids: string[]) => [...new Set(ids)].sort().join(',');
 
 function notFound(err: unknown, message: string): never {
   throw err instanceof NeutronApiError && err.isNotFound ? new NotFoundError(message) : err;
@@ -74,8 +66,6 @@ export class Catalog {
    * and each Join waited 1-4 s for its own.
    */
   private readonly subnetReads = new Map<string, SubnetRead>();
-  /** The newest answered read of each set of subnets (when it started, what it found). */
-  private readonly answeredSubnets = new Map<string, { at: number; subnets: Subnet[] }>();
 
   constructor(
     private readonly neutron: NeutronClient,
@@ -377,17 +367,11 @@ export class Catalog {
   }
 
   /**
-   * Subnets by ID for a Join (their gateway and host routes may change in Neutron): from a read
-   * answered less than 30 s ago, with a new one started behind if it is over 2 s old; otherwise
-   * from a read under way or started now, shared with the other starts that need them.
+   * Subnets by ID, read fresh (their gateway and host routes may change in Neutron): by a read
+   * that started less than 2 s ago, shared with the other starts that need them, or now.
    */
   async subnets(ids: string[]): Promise<Subnet[]> {
     if (ids.length === 0) return [];
-    const answered = this.answeredSubnets.get(subnetKey(ids));
-    if (answered && Date.now() - answered.at < SUBNET_READ_STALE_MS) {
-      this.prefetchSubnets(ids);
-      return answered.subnets;
-    }
     // A failed read is dropped: the second try is a new shared read (one for all the waiting starts).
     return (await this.awaitSubnetRead(ids).catch(() => undefined)) ?? this.awaitSubnetRead(ids);
   }
@@ -426,7 +410,7 @@ export class Catalog {
   }
 
   private sharedSubnetRead(ids: string[]): SubnetRead {
-    const key = subnetKey(ids);
+    const key = [...new Set(ids)].sort().join(',');
     const now = Date.now();
     const recent = this.subnetReads.get(key);
     if (recent && now - recent.at < SUBNET_READ_FRESH_MS) return recent;
@@ -438,13 +422,8 @@ export class Catalog {
     };
     this.subnetReads.set(key, read);
     read.subnets.then(
-      (subnets) => {
+      () => {
         read.done = true;
-        // An older read answering late does not replace a newer answer.
-        if ((this.answeredSubnets.get(key)?.at ?? 0) <= now)
-          this.answeredSubnets.set(key, { at: now, subnets });
-        for (const [k, v] of this.answeredSubnets)
-          if (now - v.at >= SUBNET_READ_STALE_MS) this.answeredSubnets.delete(k);
       },
       () => {
         if (this.subnetReads.get(key) === read) this.subnetReads.delete(key); // the next start tries again
