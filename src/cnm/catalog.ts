@@ -7,7 +7,7 @@
 import type { NeutronClient } from '../neutron/client.js';
 import { NeutronApiError } from '../neutron/errors.js';
 import type { Collection, Network, Port, ResourceMap, Subnet, SubnetPool } from '../neutron/types.js';
-import { currentContext, runDetached } from '../util/context.js';
+import { runDetached } from '../util/context.js';
 import { InvalidRequestError, NotFoundError } from '../util/errors.js';
 import { handBack, takenTags } from './existing-ports.js';
 import { dockerIdTags } from './naming.js';
@@ -23,10 +23,9 @@ export type NeutronReader = Pick<NeutronClient, 'get' | 'list'>;
  */
 const SUBNET_READ_FRESH_MS = 2_000;
 
-/** A subnet read shared by the starts that need it: when it started, and whether it has answered. */
+/** A subnet read shared by the starts that need it, and when it started. */
 interface SubnetRead {
   at: number;
-  done: boolean;
   subnets: Promise<Subnet[]>;
 }
 
@@ -376,28 +375,9 @@ export class Catalog {
     return (await this.awaitSubnetRead(ids).catch(() => undefined)) ?? this.awaitSubnetRead(ids);
   }
 
-  /**
-   * Waits for the shared read; if it was still on its way, the Docker call waiting records it as a
-   * Neutron request it waited for (the read itself is billed to nobody: several starts share it).
-   */
-  private async awaitSubnetRead(ids: string[]): Promise<Subnet[]> {
-    const read = this.sharedSubnetRead(ids);
-    if (read.done) return read.subnets;
-    const t0 = Date.now();
-    let status = 200;
-    try {
-      return await read.subnets;
-    } catch (err) {
-      status = err instanceof NeutronApiError ? err.httpStatus : 0;
-      throw err;
-    } finally {
-      currentContext()?.neutronCalls.push({
-        method: 'GET',
-        resource: 'subnets (shared read)',
-        status,
-        ms: Date.now() - t0,
-      });
-    }
+  /** Waits for the shared read (read behind RequestAddress's answer, so usually answered by now). */
+  private awaitSubnetRead(ids: string[]): Promise<Subnet[]> {
+    return this.sharedSubnetRead(ids).subnets;
   }
 
   /**
@@ -417,18 +397,12 @@ export class Catalog {
     // Detached: its Neutron call belongs to no one Docker call (several starts may wait on it).
     const read: SubnetRead = {
       at: now,
-      done: false,
       subnets: runDetached(() => this.neutron.list('subnets', { id: ids })),
     };
     this.subnetReads.set(key, read);
-    read.subnets.then(
-      () => {
-        read.done = true;
-      },
-      () => {
-        if (this.subnetReads.get(key) === read) this.subnetReads.delete(key); // the next start tries again
-      },
-    );
+    read.subnets.catch(() => {
+      if (this.subnetReads.get(key) === read) this.subnetReads.delete(key); // the next start tries again
+    });
     // Old ones (networks nobody starts on now) do not pile up.
     for (const [k, v] of this.subnetReads) if (now - v.at >= SUBNET_READ_FRESH_MS) this.subnetReads.delete(k);
     return read;

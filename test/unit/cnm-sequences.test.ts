@@ -25,7 +25,6 @@ import { NeutronClient as Client, type NeutronClient } from '../../src/neutron/c
 import { createNeutronClient } from '../../src/neutron/from-config.js';
 import type { Port } from '../../src/neutron/types.js';
 import { findGarbage, removeGarbage } from '../../src/ops/gc.js';
-import { type CallContext, runWithContext } from '../../src/util/context.js';
 import { fakeNeutronConfig } from './helpers/config.js';
 import { FakeNeutron, type FakePort } from './helpers/fake-neutron.js';
 
@@ -701,21 +700,6 @@ describe('with the defaults: warm pool on, sized by demand', () => {
       { Destination: '10.99.0.0/16', RouteType: 0, NextHop: '10.21.9.254' },
     ]);
     assert.equal(fake.requests('GET', 'subnets').length, 2, 'a read older than 2 s is not used');
-  });
-
-  it('a Join that waits for the shared subnet read still on its way counts it as a Neutron request it waited for', async () => {
-    const { k, net, pool, n } = await warmNetwork('10.21.10.0/24', 3);
-    fake.slowDown('GET', '/subnets', 300);
-    const calls = async (fn: () => Promise<unknown>) => {
-      const ctx: CallContext = { requestId: 'r', handler: 'NetworkDriver.Join', neutronCalls: [] };
-      await runWithContext(ctx, fn);
-      return ctx.neutronCalls.map((c) => c.resource);
-    };
-    const [first, second] = [hexId(), hexId()];
-    await createEndpoint(k, net, first, { v4: await requestAddress(k, pool, '') }); // the read starts
-    assert.deepEqual(await calls(() => join(k, net, first)), ['subnets (shared read)'], 'waited for it');
-    await createEndpoint(k, net, second, { v4: await requestAddress(k, pool, '') });
-    assert.deepEqual(await calls(() => join(k, net, second)), [], 'answered already: no wait');
   });
 
   it('docker rm gives a warm port back to the pool: veth kept, identity reset behind, reused by a later start; nothing deleted or made for it', async () => {
