@@ -23,9 +23,10 @@ export type NeutronReader = Pick<NeutronClient, 'get' | 'list'>;
  */
 const SUBNET_READ_FRESH_MS = 2_000;
 
-/** A subnet read shared by the starts that need it, and when it started. */
+/** A subnet read shared by the starts that need it, when it started, and whether it answered. */
 interface SubnetRead {
   at: number;
+  answered: boolean;
   subnets: Promise<Subnet[]>;
 }
 
@@ -367,7 +368,8 @@ export class Catalog {
 
   /**
    * Subnets by ID, read fresh (their gateway and host routes may change in Neutron): by a read
-   * that started less than 2 s ago, shared with the other starts that need them, or now.
+   * that started less than 2 s ago (never before this start began: see prefetchSubnets), shared
+   * with the other starts that need them, or now.
    */
   async subnets(ids: string[]): Promise<Subnet[]> {
     if (ids.length === 0) return [];
@@ -386,23 +388,32 @@ export class Catalog {
    */
   prefetchSubnets(ids: string[]): void {
     if (ids.length === 0) return;
-    this.sharedSubnetRead(ids).subnets.catch(() => undefined); // Join reads again if this failed
+    // A start joins a read still on its way, never one answered before it began: every start
+    // learns that Neutron answers now (one during an outage fails, as it should).
+    this.sharedSubnetRead(ids, false).subnets.catch(() => undefined); // Join reads again if this failed
   }
 
-  private sharedSubnetRead(ids: string[]): SubnetRead {
+  private sharedSubnetRead(ids: string[], answeredWillDo = true): SubnetRead {
     const key = [...new Set(ids)].sort().join(',');
     const now = Date.now();
     const recent = this.subnetReads.get(key);
-    if (recent && now - recent.at < SUBNET_READ_FRESH_MS) return recent;
+    if (recent && now - recent.at < SUBNET_READ_FRESH_MS && (answeredWillDo || !recent.answered))
+      return recent;
     // Detached: its Neutron call belongs to no one Docker call (several starts may wait on it).
     const read: SubnetRead = {
       at: now,
+      answered: false,
       subnets: runDetached(() => this.neutron.list('subnets', { id: ids })),
     };
     this.subnetReads.set(key, read);
-    read.subnets.catch(() => {
-      if (this.subnetReads.get(key) === read) this.subnetReads.delete(key); // the next start tries again
-    });
+    read.subnets.then(
+      () => {
+        read.answered = true;
+      },
+      () => {
+        if (this.subnetReads.get(key) === read) this.subnetReads.delete(key); // the next start tries again
+      },
+    );
     // Old ones (networks nobody starts on now) do not pile up.
     for (const [k, v] of this.subnetReads) if (now - v.at >= SUBNET_READ_FRESH_MS) this.subnetReads.delete(k);
     return read;
