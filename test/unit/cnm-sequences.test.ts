@@ -676,6 +676,7 @@ describe('with the defaults: warm pool on, sized by demand', () => {
 
   it('starts on one network share one subnet read for their Joins, and a Join 2 s later reads again (a new route shows)', async () => {
     const { k, net, pool, n } = await warmNetwork('10.21.9.0/24', 6);
+    fake.slowDown('GET', '/subnets', 200); // as a busy neutron-server: the first read is on its way through the burst
     // Docker serialises a network's RequestAddress and CreateEndpoint; the Joins run together.
     const eps: string[] = [];
     for (let i = 0; i < 5; i++) {
@@ -700,6 +701,26 @@ describe('with the defaults: warm pool on, sized by demand', () => {
       { Destination: '10.99.0.0/16', RouteType: 0, NextHop: '10.21.9.254' },
     ]);
     assert.equal(fake.requests('GET', 'subnets').length, 2, 'a read older than 2 s is not used');
+  });
+
+  it('a start never reuses a subnet read answered before it began: each one learns that Neutron answers now', async () => {
+    const { k, net, pool } = await warmNetwork('10.21.10.0/24', 3);
+    for (const ep of [hexId(), hexId()]) {
+      await createEndpoint(k, net, ep, { v4: await requestAddress(k, pool, '') });
+      await join(k, net, ep);
+    }
+    assert.equal(fake.requests('GET', 'subnets').length, 2, 'one read per start, however close together');
+    fake.failNext({
+      method: 'GET',
+      path: '/subnets',
+      status: 503,
+      type: 'ServiceUnavailable',
+      message: 'down',
+      times: 50, // beyond the client's own retries of a GET
+    });
+    const third = hexId();
+    await createEndpoint(k, net, third, { v4: await requestAddress(k, pool, '') });
+    await assert.rejects(join(k, net, third), /down/, 'Neutron down: the start fails, as without sharing');
   });
 
   it('docker rm gives a warm port back to the pool: veth kept, identity reset behind, reused by a later start; nothing deleted or made for it', async () => {
