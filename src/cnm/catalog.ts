@@ -19,7 +19,7 @@ export type NeutronReader = Pick<NeutronClient, 'get' | 'list'>;
 
 /**
  * A subnet read started less than this ago serves every Join that needs those subnets (in flight
- * or done); an older one is not used: Join reads again.
+ * or answered; a start's own prefetch joins only one in flight); an older one is not used.
  */
 const SUBNET_READ_FRESH_MS = 2_000;
 
@@ -374,12 +374,8 @@ export class Catalog {
   async subnets(ids: string[]): Promise<Subnet[]> {
     if (ids.length === 0) return [];
     // A failed read is dropped: the second try is a new shared read (one for all the waiting starts).
-    return (await this.awaitSubnetRead(ids).catch(() => undefined)) ?? this.awaitSubnetRead(ids);
-  }
-
-  /** Waits for the shared read (read behind RequestAddress's answer, so usually answered by now). */
-  private awaitSubnetRead(ids: string[]): Promise<Subnet[]> {
-    return this.sharedSubnetRead(ids).subnets;
+    const shared = await this.sharedSubnetRead(ids).subnets.catch(() => undefined);
+    return shared ?? this.sharedSubnetRead(ids).subnets;
   }
 
   /**
