@@ -405,6 +405,9 @@ export class WarmPool {
     if (!reset) return false;
     this.owned.delete(port.id); // add() keeps a port only once; this one comes back
     this.add(pool, reset);
+    // A take whose port came back is not demand the pool must grow for: starts and removals one
+    // after another grew it by a port each, made (and wired) while the next start ran.
+    pool.takes.pop();
     return true;
   }
 

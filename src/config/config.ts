@@ -113,8 +113,9 @@ export const OPTIONS = {
   vif_pool: {
     // Ours: warm ports per Docker network on this host. On by default, sized by demand: an idle
     // network holds min_size ports, each take in the last demand_window seconds asks for one
-    // more (up to max_size), a network nobody took from for idle_timeout seconds gives back all
-    // but min_size; max_ports bounds the host. `size = N` fixes the size instead.
+    // more (up to max_size) until its port comes back, a network nobody took from for
+    // idle_timeout seconds gives back all but min_size; max_ports bounds the host. `size = N`
+    // fixes the size instead.
     enabled: { kind: 'bool', default: true },
     size: { kind: 'int', default: 0 },
     min_size: { kind: 'int', default: 2 },

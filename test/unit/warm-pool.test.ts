@@ -442,6 +442,23 @@ describe('warm pool sized by demand (size = 0)', () => {
     assert.equal(pool.stats().ready, 6, 'never beyond max_size');
   });
 
+  it('starts and removals one after another do not grow the pool: a port that came back is no demand', async () => {
+    const b = new FakeBackend();
+    const pool = demand(b);
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 2);
+    for (let i = 0; i < 6; i++) {
+      const p = pool.take('sub-a4');
+      assert.ok(p, `start ${i} found a warm port`);
+      await sleep(20); // the refill a take asks for
+      assert.ok(pool.recycle({ ...p, device_id: `ep-${i}` }), 'taken back');
+    }
+    await sleep(50);
+    // The first take asked for one more ready port (2 + 1, with the one out); nothing after.
+    assert.deepEqual(b.createCalls, [2, 2]);
+    assert.equal(b.neutron.size, 4);
+  });
+
   it('recent demand expires with the window', async () => {
     const b = new FakeBackend();
     const pool = demand(b, { demandWindowMs: 100 });
