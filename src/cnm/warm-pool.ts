@@ -403,11 +403,13 @@ export class WarmPool {
     if (!pool || pool.closed || this.hostRoom() === 0) return false;
     const reset = this.backend.reuse(port);
     if (!reset) return false;
+    const handedOutAt = this.owned.get(port.id) ?? 0;
     this.owned.delete(port.id); // add() keeps a port only once; this one comes back
     this.add(pool, reset);
     // A take whose port came back is not demand the pool must grow for: starts and removals one
-    // after another grew it by a port each, made (and wired) while the next start ran.
-    pool.takes.pop();
+    // after another grew it by a port each, made (and wired) while the next start ran. A port
+    // handed out before the demand window has no take left to cancel (not another start's).
+    if (handedOutAt >= Date.now() - this.settings.demandWindowMs) pool.takes.pop();
     return true;
   }
 

@@ -450,13 +450,34 @@ describe('warm pool sized by demand (size = 0)', () => {
     for (let i = 0; i < 6; i++) {
       const p = pool.take('sub-a4');
       assert.ok(p, `start ${i} found a warm port`);
-      await sleep(20); // the refill a take asks for
+      if (i === 0) await until('the refill the first take asked for', () => b.createCalls.length === 2);
+      await sleep(20); // time for any refill a later take would ask for
       assert.ok(pool.recycle({ ...p, device_id: `ep-${i}` }), 'taken back');
     }
     await sleep(50);
     // The first take asked for one more ready port (2 + 1, with the one out); nothing after.
     assert.deepEqual(b.createCalls, [2, 2]);
     assert.equal(b.neutron.size, 4);
+  });
+
+  it("a port handed out before the demand window comes back without cancelling a newer start's demand", async () => {
+    const b = new FakeBackend();
+    const pool = demand(b, { demandWindowMs: 200, maxSize: 10 });
+    pool.register(SPEC);
+    await until('filled', () => pool.stats().ready === 2);
+    const old = pool.take('sub-a4');
+    assert.ok(old);
+    await until('refilled for it', () => pool.stats().ready === 3);
+    await sleep(250); // its take is out of the window
+    for (let i = 0; i < 3; i++) assert.ok(pool.take('sub-a4'));
+    await until('grown for the three recent takes', () => pool.stats().ready === 5);
+    assert.ok(pool.recycle({ ...old, device_id: 'ep-old' }));
+    await sleep(50);
+    assert.equal(pool.stats().ready, 6, 'the old port is back; the three recent takes still count');
+    pool.take('sub-a4');
+    await sleep(50);
+    // Four recent takes: 2 + 4 = 6 ready (the old port's return cancelled none of them).
+    assert.equal(pool.stats().ready, 6);
   });
 
   it('recent demand expires with the window', async () => {
