@@ -590,7 +590,7 @@ export class NeutronIpam implements IpamDriver {
         return holder;
       // One of this host's warm ports drew the address (Neutron picks them at random): it is free,
       // so it is this start's. (With a MAC of Docker's, the port's would differ: not that one.)
-      const warm = holder && !mac ? await this.pool.takeByIdOnceMade(holder, BURST_WAIT_MS) : undefined;
+      const warm = holder && !mac ? this.pool.takeById(holder.id) : undefined;
       if (warm) return warm;
     }
     // A user's port is taken only as it is: its addresses are not kuryr's to change.

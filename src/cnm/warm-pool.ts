@@ -316,26 +316,6 @@ export class WarmPool {
     return undefined;
   }
 
-  /**
-   * takeById for a port that may still be in a batch being made: Neutron has it (its address is
-   * taken) before the bulk create has answered and the port is plugged, so a start asking for that
-   * address (--ip) right after `docker network create` waits for the batch, at most `maxWaitMs`.
-   */
-  async takeByIdOnceMade(port: Port, maxWaitMs: number): Promise<Port | undefined> {
-    const ready = this.takeById(port.id);
-    if (ready || port.name !== POOL_PORT_NAME) return ready;
-    const pool = this.pools.get(keyOf(specOf(port).subnetIds));
-    if (!pool || pool.closed || pool.making === 0) return undefined;
-    const batches = [pool.filling, ...pool.extra].map((b) => b?.catch(() => undefined));
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, maxWaitMs);
-    });
-    await Promise.race([Promise.all(batches), timeout]);
-    clearTimeout(timer);
-    return this.takeById(port.id);
-  }
-
   /** Takes the pool's i-th ready port out, as a start's own, and starts a refill. */
   private handOut(pool: Pool, i: number): Port | undefined {
     const [taken] = pool.ready.splice(i, 1);

@@ -62,9 +62,7 @@ class FakeBackend implements PoolBackend {
       this.inFlight--;
     }
   }
-  plugDelayMs = 0;
   async plug(ports: Port[]): Promise<void> {
-    await sleep(this.plugDelayMs);
     if (this.failPlug) throw this.failPlug;
     for (const p of ports) this.plugged.add(p.id);
   }
@@ -146,25 +144,6 @@ describe('warm pool', () => {
     const taken = pool.take('sub-a4');
     assert.ok(taken && b.neutron.has(taken.id));
     assert.deepEqual(taken.fixed_ips.map((f) => f.subnet_id).sort(), ['sub-a4', 'sub-a6']);
-  });
-
-  it('a start asking for the address of a port still being made (--ip) gets it once its batch is in', async () => {
-    const b = new FakeBackend();
-    b.plugDelayMs = 200; // Neutron has the ports; they are being plugged
-    const pool = makePool(b, 2, 2);
-    pool.register(SPEC);
-    await until('created in Neutron', () => b.neutron.size === 2);
-    const [holder] = [...b.neutron.values()];
-    assert.ok(holder);
-    assert.equal(pool.takeById(holder.id), undefined, 'not in the pool yet');
-    const got = await pool.takeByIdOnceMade(holder, 2_000);
-    assert.equal(got?.id, holder.id, 'the port that holds the address');
-    assert.equal(pool.stats().ready, 1, 'the other one stays');
-    assert.equal(
-      await pool.takeByIdOnceMade({ ...port(SPEC), name: 'someone-else' }, 2_000),
-      undefined,
-      'never a port that is not a pool port',
-    );
   });
 
   it('is off with enabled = false: nothing is made, nothing handed out', async () => {
