@@ -588,9 +588,10 @@ export class NeutronIpam implements IpamDriver {
       // Swarm: the address the manager reserved for the task this node now runs.
       if (holder && this.settings.scope === 'global' && isKuryrCreatedPort(holder) && !holder.device_id)
         return holder;
-      // One of this host's warm ports drew the address (Neutron picks them at random): it is free,
-      // so it is this start's. (With a MAC of Docker's, the port's would differ: not that one.)
-      const warm = holder && !mac ? this.pool.takeById(holder.id) : undefined;
+      // One of this host's warm ports drew the address (Neutron picks them at random), maybe one
+      // still being made: it is free, so it is this start's. (With a MAC of Docker's, the port's
+      // would differ: not that one.)
+      const warm = holder && !mac ? await this.pool.takeByIdOnceMade(holder, BURST_WAIT_MS) : undefined;
       if (warm) return warm;
     }
     // A user's port is taken only as it is: its addresses are not kuryr's to change.

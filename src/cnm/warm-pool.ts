@@ -163,6 +163,8 @@ export class WarmPool {
   private readonly handedOut = new Set<string>();
   /** Ports asked of Neutron and not yet in a pool (they count against maxPorts). */
   private creating = 0;
+  /** Batches in flight, by the marker their ports carry (description), until their ports are in. */
+  private readonly batches = new Map<string, Promise<boolean>>();
   /** The next shrink check: a timer, then a wait for starts to pause. */
   private cancelShrink?: () => void;
 
@@ -314,6 +316,25 @@ export class WarmPool {
       if (i >= 0 && !pool.closed) return this.handOut(pool, i);
     }
     return undefined;
+  }
+
+  /**
+   * takeById for a port that may still be in one of this process's batches in flight: Neutron
+   * gave it its address before the bulk create answered and the port was plugged, so a start
+   * asking for that address (--ip) right after `docker network create` waits for that batch, at
+   * most `maxWaitMs`. Any other holder (handed out, another host's, a user's) is not waited for.
+   */
+  async takeByIdOnceMade(port: Port, maxWaitMs: number): Promise<Port | undefined> {
+    const ready = this.takeById(port.id);
+    const batch = port.description ? this.batches.get(port.description) : undefined;
+    if (ready || !batch) return ready;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, maxWaitMs);
+    });
+    await Promise.race([batch.catch(() => false), timeout]);
+    clearTimeout(timer);
+    return this.takeById(port.id);
   }
 
   /** Takes the pool's i-th ready port out, as a start's own, and starts a refill. */
@@ -505,9 +526,15 @@ export class WarmPool {
   }
 
   /** One bulk create, plugged, into the pool (waiting starts first); false when it failed. */
-  private async makeBatch(pool: Pool, count: number): Promise<boolean> {
-    let ports: Port[];
+  private makeBatch(pool: Pool, count: number): Promise<boolean> {
     const batch = `kuryr-pool ${randomUUID()}`;
+    const made = this.makeMarked(pool, count, batch).finally(() => this.batches.delete(batch));
+    this.batches.set(batch, made);
+    return made;
+  }
+
+  private async makeMarked(pool: Pool, count: number, batch: string): Promise<boolean> {
+    let ports: Port[];
     this.creating += count;
     pool.making += count;
     try {

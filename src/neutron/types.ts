@@ -73,6 +73,8 @@ export interface Port {
   'binding:vnic_type'?: string;
   security_groups?: string[];
   tags: string[];
+  /** kuryr's warm-pool ports carry the marker of the bulk create that made them. */
+  description?: string;
   created_at?: string;
 }
 

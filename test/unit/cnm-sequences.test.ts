@@ -38,7 +38,10 @@ const dockerMac = () =>
 class MemoryBinder implements HostBinder {
   readonly plugged = new Map<string, { mac: string; mtu: number }>();
   readonly events: string[] = [];
+  /** Set: binding waits for it (a warm-pool batch that Neutron made, still being plugged). */
+  bindGate?: Promise<void>;
   async bind(port: Port, mtu: number): Promise<BoundInterface> {
+    await this.bindGate;
     this.plugged.set(port.id, { mac: port.mac_address, mtu });
     this.events.push(`bind ${port.id}`);
     return { host: hostIfaceName(port.id), container: containerIfaceName(port.id) };
@@ -838,16 +841,22 @@ describe('with the defaults: warm pool on, sized by demand', () => {
     assert.equal(fake.all('ports').length, 0);
   });
 
-  it('--ip of an address a warm port drew (Neutron picks them at random) gets that warm port', async () => {
-    const k = startKuryr(fake, POOL_ON);
+  /** A new network whose pool's first batch is in Neutron: one of its ports, and the address it drew. */
+  async function networkWithWarmPorts(k: Kuryr, cidr: string) {
     const net = hexId();
-    const pool = await requestPool(k, '10.21.2.0/24');
+    const pool = await requestPool(k, cidr);
     await createNetwork(k, net, [pool]);
     const [n] = taggedNetworks(fake, net);
-    await waitUntil('the pool to fill', () => portsOn(fake, n?.id ?? '').length === 2);
+    await waitUntil('the batch in Neutron', () => portsOn(fake, n?.id ?? '').length === 2);
     const [warm] = portsOn(fake, n?.id ?? '');
     const held = warm?.fixed_ips[0]?.ip_address;
-    assert.ok(warm && held);
+    assert.ok(n && warm && held);
+    return { net, pool, n, warm, held };
+  }
+
+  it('--ip of an address a warm port drew (Neutron picks them at random) gets that warm port', async () => {
+    const k = startKuryr(fake, POOL_ON);
+    const { net, pool, warm, held } = await networkWithWarmPorts(k, '10.21.2.0/24');
     const ep = hexId();
     const ip = await requestAddress(k, pool, '', held);
     assert.equal(ip, `${held}/24`);
@@ -862,6 +871,31 @@ describe('with the defaults: warm pool on, sized by demand', () => {
     await removeNetwork(k, net, [pool]);
     assert.equal(fake.all('ports').length, 0);
   });
+  it('--ip of an address a warm port drew while its batch is still being plugged waits for the batch and gets that port', async () => {
+    const k = startKuryr(fake, POOL_ON);
+    let plugged = (): void => undefined;
+    k.binder.bindGate = new Promise((resolve) => {
+      plugged = resolve;
+    });
+    // Neutron has made the batch (the addresses are taken); the pool is still plugging it.
+    const { net, pool, n, warm, held } = await networkWithWarmPorts(k, '10.21.3.0/24');
+    const asked = requestAddress(k, pool, '', held);
+    await waitUntil('the POST of that address answered 409', () =>
+      fake.log.some((r) => r.method === 'POST' && r.resource === 'ports' && r.status === 409),
+    );
+    plugged();
+    assert.equal(await asked, `${held}/24`);
+    const ep = hexId();
+    await createEndpoint(k, net, ep, { v4: `${held}/24` });
+    await k.settle();
+    assert.equal(fake.get('ports', warm.id)?.device_id, ep, 'the endpoint got the warm port itself');
+    assert.equal(portsOn(fake, n.id).length, 2, 'no port made for the start');
+    await stopEndpoint(k, net, ep, [{ pool, ip: `${held}/24` }]);
+    await removeNetwork(k, net, [pool]);
+    await k.settle();
+    assert.equal(fake.all('ports').length, 0);
+  });
+
   it('a host side that cannot be unplugged (Open vSwitch not up after a reboot) still lets the Neutron port go, and says why', async () => {
     const k = startKuryr(fake);
     const net = hexId();

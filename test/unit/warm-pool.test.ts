@@ -62,7 +62,10 @@ class FakeBackend implements PoolBackend {
       this.inFlight--;
     }
   }
+  /** Plugging waits for this (ports Neutron has made, not yet in the pool). */
+  plugGate: Promise<void> | undefined;
   async plug(ports: Port[]): Promise<void> {
+    await this.plugGate;
     if (this.failPlug) throw this.failPlug;
     for (const p of ports) this.plugged.add(p.id);
   }
@@ -144,6 +147,49 @@ describe('warm pool', () => {
     const taken = pool.take('sub-a4');
     assert.ok(taken && b.neutron.has(taken.id));
     assert.deepEqual(taken.fixed_ips.map((f) => f.subnet_id).sort(), ['sub-a4', 'sub-a6']);
+  });
+
+  it('a start asking for the address of a port still being made (--ip) gets that port once its batch is in', async () => {
+    const b = new FakeBackend();
+    let plugged = (): void => undefined;
+    b.plugGate = new Promise((resolve) => {
+      plugged = resolve;
+    });
+    const pool = makePool(b, 2, 2);
+    pool.register(SPEC);
+    await until('created in Neutron', () => b.neutron.size === 2);
+    const [holder] = [...b.neutron.values()];
+    assert.ok(holder);
+    assert.equal(pool.takeById(holder.id), undefined, 'not in the pool yet');
+    const got = pool.takeByIdOnceMade(holder, 10_000);
+    // Not taken while it is being plugged: the start waits for the batch, not for the timeout.
+    await sleep(20);
+    assert.equal(b.plugged.size, 0);
+    plugged();
+    assert.equal((await got)?.id, holder.id, 'the port that holds the address');
+    assert.equal(pool.stats().ready, 1, 'the other one stays');
+    // Handed out already: nothing to wait for, whatever the timeout.
+    const t0 = Date.now();
+    assert.equal(await pool.takeByIdOnceMade(holder, 10_000), undefined);
+    // Not a port of a batch of this pool's (another host's, a user's): not waited for either.
+    assert.equal(
+      await pool.takeByIdOnceMade({ ...port(SPEC), description: 'kuryr-pool other' }, 10_000),
+      undefined,
+    );
+    assert.ok(Date.now() - t0 < 1_000, 'no wait for a port that is not coming');
+  });
+
+  it('a start asking for the address of a port whose batch is slow waits no longer than it is told', async () => {
+    const b = new FakeBackend();
+    b.plugGate = new Promise(() => undefined); // never plugged
+    const pool = makePool(b, 2, 2);
+    pool.register(SPEC);
+    await until('created in Neutron', () => b.neutron.size === 2);
+    const [holder] = [...b.neutron.values()];
+    assert.ok(holder);
+    const t0 = Date.now();
+    assert.equal(await pool.takeByIdOnceMade(holder, 100), undefined);
+    assert.ok(Date.now() - t0 >= 90, 'it did wait for the batch');
   });
 
   it('is off with enabled = false: nothing is made, nothing handed out', async () => {
