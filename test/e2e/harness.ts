@@ -1,7 +1,7 @@
 // End-to-end harness: the real Docker CLI (Debian's /usr/bin/docker, matching the daemon), the
 // real Neutron API, and the kuryr daemon built from this tree, serving on Docker's plugin socket.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -240,12 +240,14 @@ export async function startKuryr(extraConfig = '', ready?: () => Promise<boolean
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const chunks: string[] = [];
-  child.stdout?.on('data', (d) => chunks.push(String(d)));
-  child.stderr?.on('data', (d) => chunks.push(String(d)));
-  const log = () => {
-    writeFileSync(logFile, chunks.join(''));
-    return readFileSync(logFile, 'utf8');
+  // Also on disk as it comes: a daemon a test killed or replaced leaves its log behind.
+  const keep = (d: unknown) => {
+    chunks.push(String(d));
+    appendFileSync(logFile, String(d));
   };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const log = () => chunks.join('');
   await waitFor(
     'kuryr to listen',
     async () => {
@@ -394,7 +396,13 @@ export async function waitPortActive(endpointId: string, timeoutMs = 30_000): Pr
     `port of endpoint ${endpointId.slice(0, 12)} to be ACTIVE`,
     async () => {
       const p = await portOfEndpoint(endpointId);
-      return p?.status === 'ACTIVE' ? p : undefined;
+      if (p?.status === 'ACTIVE') return p;
+      // What a timeout reports: the port as Neutron showed it last.
+      throw new Error(
+        p
+          ? `port ${p.id} is ${p.status} (binding:host_id ${p['binding:host_id'] || '-'}, vif_type ${p['binding:vif_type'] ?? '-'})`
+          : `no Neutron port has device_id ${endpointId}`,
+      );
     },
     timeoutMs,
     300,

@@ -114,6 +114,7 @@ describe('driver killed (SIGKILL) during 20 concurrent container starts, then re
     );
     await new Promise((r) => setTimeout(r, 2500));
     kuryr.child.kill('SIGKILL');
+    const killed = kuryr;
     await new Promise((r) => setTimeout(r, 1000));
     const t0 = Date.now();
     kuryr = await startKuryr(); // removes the stale socket; Docker's retries reach the new daemon
@@ -126,7 +127,19 @@ describe('driver killed (SIGKILL) during 20 concurrent container starts, then re
       if (o.status === 'fulfilled' && state === 'true') running.push(name);
       else await docker('rm', '-f', name).catch(() => undefined); // a failed start: the user removes it
     }
-    for (const name of running) await waitPortActive((await containerNet(name, net)).endpointId, 60_000);
+    for (const name of running) {
+      const { endpointId } = await containerNet(name, net);
+      await waitPortActive(endpointId, 60_000).catch((err: Error) => {
+        // What both daemons did with that endpoint and its port: the only record of a rare race.
+        const portId = /port ([0-9a-f-]{36})/.exec(err.message)?.[1];
+        const about = (log: string) =>
+          log
+            .split('\n')
+            .filter((l) => l.includes(endpointId.slice(0, 12)) || (portId && l.includes(portId)));
+        err.message += `\nkilled daemon:\n${about(killed.log()).join('\n')}\nnew daemon:\n${about(kuryr.log()).join('\n')}`;
+        throw err;
+      });
+    }
     const gc = await kuryrCli(kuryr.conf, 'gc', '--min-age', '0', '--apply');
     assert.equal(gc.code, 0, gc.stdout + gc.stderr);
     const leaks = await leaked();
