@@ -103,6 +103,8 @@ export function buildDrivers(
       batch: Math.max(1, config.vif_pool.batch),
       retryMs: 30_000,
       refillDelayMs: 1_000,
+      // A previous run's ports wait out Docker's retries of the calls that run was answering.
+      adoptHoldMs: REAP_AFTER_MS,
     },
     { warn: hooks.warnDetail, taken: hooks.poolTaken, returned: hooks.poolReturned },
     activity,

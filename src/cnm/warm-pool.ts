@@ -75,6 +75,11 @@ export interface WarmPoolSettings {
   retryMs: number;
   /** How long after a take the refill starts (0: at once). */
   refillDelayMs: number;
+  /**
+   * How long a previous run's ports found at start-up are held before they are handed out or
+   * deleted, unless a start on their network comes first (0: at once). See `adopt`.
+   */
+  adoptHoldMs: number;
 }
 
 export interface WarmPoolHooks {
@@ -163,6 +168,9 @@ export class WarmPool {
   private readonly handedOut = new Set<string>();
   /** Ports asked of Neutron and not yet in a pool (they count against maxPorts). */
   private creating = 0;
+  /** A previous run's ports found at start-up, not handed out or deleted yet (see `adopt`). */
+  private readonly held = new Map<string, Port>();
+  private holdTimer?: NodeJS.Timeout;
   /** Batches in flight, by the marker their ports carry (description), until their ports are in. */
   private readonly batches = new Map<string, Promise<boolean>>();
   /** The next shrink check: a timer, then a wait for starts to pause. */
@@ -292,6 +300,7 @@ export class WarmPool {
    * undefined when the subnet has no pool or it is empty. Taking starts a refill.
    */
   take(subnetId: string): Port | undefined {
+    if (this.held.size > 0) this.releaseHeld(subnetId);
     const pool = this.bySubnet.get(subnetId);
     if (!pool || pool.closed) {
       if (this.enabled) this.hooks.taken?.(false);
@@ -311,6 +320,8 @@ export class WarmPool {
    * and a start asks for that address (--ip). Undefined when it is not (or no longer) ready.
    */
   takeById(portId: string): Port | undefined {
+    const held = this.held.get(portId);
+    if (held) this.releaseHeld(held.fixed_ips[0]?.subnet_id);
     for (const pool of this.pools.values()) {
       const i = pool.ready.findIndex((r) => r.port.id === portId);
       if (i >= 0 && !pool.closed) return this.handOut(pool, i);
@@ -440,6 +451,7 @@ export class WarmPool {
    */
   discard(portId: string): void {
     this.handedOut.delete(portId);
+    this.held.delete(portId);
     for (const pool of this.pools.values()) {
       const i = pool.ready.findIndex((r) => r.port.id === portId);
       if (i >= 0) {
@@ -637,50 +649,70 @@ export class WarmPool {
 
   /**
    * At start-up: this host's pool ports left by a previous run are taken back (their veths made
-   * again if the host rebooted), beyond `size` per network, or all with the pool off, deleted.
+   * again if the host rebooted), beyond the pool's target, or all with the pool off, deleted.
+   *
+   * Not at once: the previous run may have handed a port out (RequestAddress) just before it died,
+   * and Docker's CreateEndpoint for it, retried for up to 30 s, reaches this process later. Until
+   * then the port looks free; handing it out again gave two containers one port, deleting it left
+   * a running container without one (CI: the SIGKILL scenario). So the ports are held until a start
+   * on their network comes (Docker creates a network's endpoints one at a time, so by then the
+   * previous start there is done: its port is claimed, or released by Docker's rollback) or until
+   * adoptHoldMs, whichever is first; then the ones no endpoint claimed are the pool's.
    */
   async adopt(): Promise<{ adopted: number; removed: number }> {
     // A port given to an endpoint just before a crash (its veth records the endpoint, or a
     // container holds it) is not free. Ports this process already holds or handed out are not
     // adopted either.
     const mine = (await this.backend.listMine()).filter(
-      (p) => !this.backend.claimed(p) && !this.owned.has(p.id),
+      (p) => !this.backend.claimed(p) && !this.owned.has(p.id) && !this.held.has(p.id),
     );
+    const usable = mine.filter((p) => this.usable(specOf(p)));
+    let failed: Port[] = [];
+    await this.backend.plug(usable).catch((err: unknown) => {
+      this.hooks.warn('warm pool: could not plug adopted ports; deleting them', { err: errorMessage(err) });
+      failed = usable;
+    });
+    const kept = mine.filter((p) => !failed.includes(p));
+    for (const port of kept) this.held.set(port.id, port);
+    const gone = this.removeAll(failed).catch(() => undefined);
+    if (this.settings.adoptHoldMs > 0 && kept.length > 0) {
+      clearTimeout(this.holdTimer);
+      this.holdTimer = setTimeout(() => this.releaseHeld(), this.settings.adoptHoldMs).unref();
+      await gone;
+      return { adopted: kept.length, removed: failed.length };
+    }
+    const released = this.releaseHeld();
+    await Promise.all([gone, released.removing]);
+    return { adopted: released.adopted, removed: failed.length + released.removed };
+  }
+
+  private usable(spec: PoolSpec): boolean {
+    return this.enabled && !this.closing && !spec.subnetIds.some((id) => this.drained.has(id));
+  }
+
+  /**
+   * The held ports of a subnet's network (all without one) become their pool's, up to its target;
+   * the rest are deleted. One an endpoint claimed meanwhile was handed out before the crash: left be.
+   */
+  private releaseHeld(subnetId?: string): { adopted: number; removed: number; removing: Promise<void> } {
     const surplus: Port[] = [];
-    const groups = new Map<string, Port[]>();
-    for (const port of mine) {
-      const key = keyOf(specOf(port).subnetIds);
-      groups.set(key, [...(groups.get(key) ?? []), port]);
-    }
+    const filled = new Set<Pool>();
     let adopted = 0;
-    for (const ports of groups.values()) {
-      const first = ports[0] as Port;
-      const spec = specOf(first);
-      const usable = this.enabled && !this.closing && !spec.subnetIds.some((id) => this.drained.has(id));
-      const pool = usable ? this.poolFor(spec) : undefined;
-      const room = pool ? Math.min(this.hostRoom(), Math.max(0, this.target(pool) - pool.ready.length)) : 0;
-      const keep = ports.slice(0, room);
-      surplus.push(...ports.slice(room));
-      if (!pool || keep.length === 0) continue;
-      try {
-        await this.backend.plug(keep);
-      } catch (err) {
-        this.hooks.warn('warm pool: could not plug adopted ports; deleting them', { err: errorMessage(err) });
-        surplus.push(...keep);
-        continue;
-      }
-      // A refill may have run meanwhile: keep no more than size.
-      for (const port of keep) {
-        if (pool.closed || pool.ready.length >= this.target(pool)) surplus.push(port);
-        else {
-          this.add(pool, port);
-          adopted++;
-        }
-      }
-      this.refill(pool);
+    for (const port of [...this.held.values()]) {
+      const spec = specOf(port);
+      if (subnetId && !spec.subnetIds.includes(subnetId)) continue;
+      this.held.delete(port.id);
+      if (this.backend.claimed(port)) continue;
+      const pool = this.usable(spec) ? this.poolFor(spec) : undefined;
+      if (pool && !pool.closed && pool.ready.length < this.target(pool) && this.hostRoom() > 0) {
+        this.add(pool, port);
+        filled.add(pool);
+        adopted++;
+      } else surplus.push(port);
     }
-    await this.removeAll(surplus).catch(() => undefined);
-    return { adopted, removed: surplus.length };
+    for (const pool of filled) this.refill(pool);
+    const removing = this.removeAll(surplus).catch(() => undefined);
+    return { adopted, removed: surplus.length, removing };
   }
 
   /** Deletes the pools serving a Docker network (DeleteNetwork). */
@@ -708,6 +740,7 @@ export class WarmPool {
   async close(deadlineMs = Number.POSITIVE_INFINITY): Promise<void> {
     this.closing = true;
     this.cancelShrink?.();
+    clearTimeout(this.holdTimer); // held ports are strays below: they go
     const work = (async () => {
       await this.drain(() => true);
       if (!this.enabled) return;

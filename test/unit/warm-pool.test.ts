@@ -119,6 +119,7 @@ function settings(over: Partial<WarmPoolSettings> = {}): WarmPoolSettings {
     batch: 3,
     retryMs: 60_000,
     refillDelayMs: 0,
+    adoptHoldMs: 0,
     ...over,
   };
 }
@@ -426,6 +427,44 @@ describe('warm pool', () => {
     const handed = new Set<string>();
     for (let i = 0; i < 4; i++) handed.add(pool.take('sub-a4')?.id ?? 'none');
     assert.ok(!handed.has(held.id) && !handed.has('none'));
+  });
+
+  it("holds a previous run's ports until a start on their network comes: one that Docker's retried CreateEndpoint claims meanwhile is neither handed out again nor deleted", async () => {
+    const b = new FakeBackend();
+    const mine = Array.from({ length: 4 }, () => port(SPEC, 'ACTIVE'));
+    for (const p of mine) b.neutron.set(p.id, p);
+    const [handedBeforeCrash, released] = mine as [Port, Port];
+    const pool = new WarmPool(b, settings({ size: 1, batch: 1, adoptHoldMs: 60_000 }), {
+      warn: () => undefined,
+    });
+    assert.deepEqual(await pool.adopt(), { adopted: 4, removed: 0 });
+    assert.equal(pool.stats().ready, 0, 'held: none handed out yet');
+    assert.equal(b.removed.length, 0, 'held: none deleted yet');
+    // Docker's retries reach this process: CreateEndpoint claims one, a rollback releases another.
+    b.held.add(handedBeforeCrash.id);
+    pool.discard(released.id);
+    // The next start on that network: Docker made it wait for the previous one, now done.
+    const taken = pool.take('sub-a4');
+    assert.ok(taken && taken.id !== handedBeforeCrash.id && taken.id !== released.id);
+    // Size 1: one of the two free ones was the pool's (and is taken), the other goes.
+    await until('the surplus deleted', () => b.removed.length === 1);
+    assert.ok(!b.removed.includes(handedBeforeCrash.id) && b.neutron.has(handedBeforeCrash.id));
+    assert.ok(!b.removed.includes(taken.id));
+    assert.notEqual(pool.take('sub-a4')?.id, handedBeforeCrash.id, 'never handed out again');
+  });
+
+  it("without a start on their network, a previous run's ports are the pool's once the hold is over", async () => {
+    const b = new FakeBackend();
+    const mine = Array.from({ length: 3 }, () => port(SPEC, 'ACTIVE'));
+    for (const p of mine) b.neutron.set(p.id, p);
+    b.held.add((mine[0] as Port).id);
+    const pool = new WarmPool(b, settings({ size: 4, adoptHoldMs: 50 }), { warn: () => undefined });
+    await pool.adopt();
+    assert.equal(pool.stats().ready, 0);
+    await until('the two free ones adopted', () => pool.stats().ready >= 2);
+    assert.equal(b.removed.length, 0);
+    const handed = [pool.take('sub-a4')?.id, pool.take('sub-a4')?.id];
+    assert.ok(!handed.includes((mine[0] as Port).id));
   });
 
   it('with the pool off, adoption deletes every leftover pool port', async () => {
