@@ -719,12 +719,14 @@ export class WarmPool {
   drainDockerNetwork(dockerNetworkId: string, networkId?: string): Promise<void> {
     return this.drain(
       (p) => p.dockerNetworkId === dockerNetworkId || (!p.dockerNetworkId && p.spec.networkId === networkId),
+      (spec) => spec.networkId === networkId,
     );
   }
 
   /** Deletes the pools with an address in these subnets (ReleasePool: the subnet is going). */
   drainSubnets(subnetIds: string[]): Promise<void> {
-    return this.drain((p) => p.spec.subnetIds.some((id) => subnetIds.includes(id)));
+    const hit = (spec: PoolSpec) => spec.subnetIds.some((id) => subnetIds.includes(id));
+    return this.drain((p) => hit(p.spec), hit);
   }
 
   /**
@@ -742,7 +744,10 @@ export class WarmPool {
     this.cancelShrink?.();
     clearTimeout(this.holdTimer); // held ports are strays below: they go
     const work = (async () => {
-      await this.drain(() => true);
+      await this.drain(
+        () => true,
+        () => true,
+      );
       if (!this.enabled) return;
       const strays = (await this.backend.listMine()).filter(
         (p) => !this.owned.has(p.id) && !this.backend.claimed(p),
@@ -766,8 +771,15 @@ export class WarmPool {
     );
   }
 
-  private async drain(which: (pool: Pool) => boolean): Promise<void> {
+  /** Closes the pools `which` picks and deletes their ports, and the held ports `held` picks. */
+  private async drain(which: (pool: Pool) => boolean, held: (spec: PoolSpec) => boolean): Promise<void> {
     const doomed = [...this.pools.values()].filter(which);
+    // A previous run's ports of a network going away: never a pool's now (no endpoint is left).
+    const heldDoomed = [...this.held.values()].filter((p) => held(specOf(p)));
+    for (const port of heldDoomed) {
+      this.held.delete(port.id);
+      for (const id of specOf(port).subnetIds) this.drained.add(id);
+    }
     for (const pool of doomed) {
       pool.closed = true;
       this.release(pool);
@@ -776,13 +788,14 @@ export class WarmPool {
       this.pools.delete(pool.key);
       for (const id of pool.spec.subnetIds) if (this.bySubnet.get(id) === pool) this.bySubnet.delete(id);
     }
-    await Promise.all(
-      doomed.map(async (pool) => {
+    await Promise.all([
+      ...doomed.map(async (pool) => {
         // A batch in flight is removed by makeBatch() itself.
         await Promise.all([pool.filling, ...pool.extra]);
         await this.removeAll(pool.ready.splice(0).map((r) => r.port));
       }),
-    );
+      this.removeAll(heldDoomed.filter((p) => !this.backend.claimed(p))),
+    ]);
   }
 
   /** Checks now and then for pools idle long enough to give back ports. */

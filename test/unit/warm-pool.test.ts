@@ -467,6 +467,19 @@ describe('warm pool', () => {
     assert.ok(!handed.includes((mine[0] as Port).id));
   });
 
+  it("a previous run's ports held while their network is removed go with it, and no pool comes back for it", async () => {
+    const b = new FakeBackend();
+    const mine = Array.from({ length: 2 }, () => port(SPEC, 'ACTIVE'));
+    for (const p of mine) b.neutron.set(p.id, p);
+    const pool = new WarmPool(b, settings({ size: 2, adoptHoldMs: 50 }), { warn: () => undefined });
+    await pool.adopt();
+    await pool.drainSubnets(['sub-a4']); // Docker's ReleasePool, then DeleteNetwork
+    assert.equal(b.neutron.size, 0, 'deleted with the network');
+    await sleep(100); // the hold is over: nothing is left to adopt, nothing is made
+    assert.equal(pool.stats().ready, 0);
+    assert.deepEqual(b.createCalls, []);
+  });
+
   it('with the pool off, adoption deletes every leftover pool port', async () => {
     const b = new FakeBackend();
     for (let i = 0; i < 3; i++) {
