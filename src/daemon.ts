@@ -323,8 +323,10 @@ function adoptWarmPorts(
         logger.info({ ports: repaired }, "writing endpoints' device_id a previous run left unwritten");
       return pool.adopt();
     })
-    .then(({ adopted, removed }) => {
-      if (adopted || removed) logger.info({ adopted, removed }, 'warm-pool ports from a previous run');
+    .then(({ adopted, removed, held }) => {
+      // Held: taken back once a start on their network comes, or deleted (WarmPool.adopt).
+      if (adopted || removed || held)
+        logger.info({ adopted, removed, held }, 'warm-pool ports from a previous run');
     })
     .catch((err) => {
       // Neutron not reachable yet: try again, so leftovers are neither lost nor leaked.

@@ -168,8 +168,11 @@ export class WarmPool {
   private readonly handedOut = new Set<string>();
   /** Ports asked of Neutron and not yet in a pool (they count against maxPorts). */
   private creating = 0;
-  /** A previous run's ports found at start-up, not handed out or deleted yet (see `adopt`). */
-  private readonly held = new Map<string, Port>();
+  /**
+   * A previous run's ports found at start-up, not handed out or deleted yet (see `adopt`); plugged
+   * false: their veth could not be made, so they are deleted, not adopted, when the hold ends.
+   */
+  private readonly held = new Map<string, { port: Port; plugged: boolean }>();
   private holdTimer?: NodeJS.Timeout;
   /** Batches in flight, by the marker their ports carry (description), until their ports are in. */
   private readonly batches = new Map<string, Promise<boolean>>();
@@ -201,7 +204,7 @@ export class WarmPool {
 
   /** Room left under the host's bound. */
   private hostRoom(): number {
-    let held = this.creating;
+    let held = this.creating + this.held.size;
     for (const pool of this.pools.values()) held += pool.ready.length;
     return Math.max(0, this.settings.maxPorts - held);
   }
@@ -320,8 +323,9 @@ export class WarmPool {
    * and a start asks for that address (--ip). Undefined when it is not (or no longer) ready.
    */
   takeById(portId: string): Port | undefined {
-    const held = this.held.get(portId);
-    if (held) this.releaseHeld(held.fixed_ips[0]?.subnet_id);
+    // Asked for by address (--ip): that one is the pool's whatever its target, the others as usual.
+    const held = this.held.get(portId)?.port;
+    if (held) this.releaseHeld(held.fixed_ips[0]?.subnet_id, portId);
     for (const pool of this.pools.values()) {
       const i = pool.ready.findIndex((r) => r.port.id === portId);
       if (i >= 0 && !pool.closed) return this.handOut(pool, i);
@@ -333,7 +337,9 @@ export class WarmPool {
    * takeById for a port that may still be in one of this process's batches in flight: Neutron
    * gave it its address before the bulk create answered and the port was plugged, so a start
    * asking for that address (--ip) right after `docker network create` waits for that batch, at
-   * most `maxWaitMs`. Any other holder (handed out, another host's, a user's) is not waited for.
+   * most `maxWaitMs`. A holder in no batch in flight (handed out earlier, another host's, a
+   * user's) is not waited for. (A port of that batch can still go to a burst's waiting start
+   * first: then this start gets Neutron's 409 after all.)
    */
   async takeByIdOnceMade(port: Port, maxWaitMs: number): Promise<Port | undefined> {
     const ready = this.takeById(port.id);
@@ -452,6 +458,8 @@ export class WarmPool {
   discard(portId: string): void {
     this.handedOut.delete(portId);
     this.held.delete(portId);
+    // Not adopted either, should an adoption that listed it before this still be plugging it.
+    this.owned.set(portId, Date.now());
     for (const pool of this.pools.values()) {
       const i = pool.ready.findIndex((r) => r.port.id === portId);
       if (i >= 0) {
@@ -659,31 +667,41 @@ export class WarmPool {
    * previous start there is done: its port is claimed, or released by Docker's rollback) or until
    * adoptHoldMs, whichever is first; then the ones no endpoint claimed are the pool's.
    */
-  async adopt(): Promise<{ adopted: number; removed: number }> {
+  async adopt(): Promise<{ adopted: number; removed: number; held: number }> {
     // A port given to an endpoint just before a crash (its veth records the endpoint, or a
     // container holds it) is not free. Ports this process already holds or handed out are not
     // adopted either.
     const mine = (await this.backend.listMine()).filter(
       (p) => !this.backend.claimed(p) && !this.owned.has(p.id) && !this.held.has(p.id),
     );
-    const usable = mine.filter((p) => this.usable(specOf(p)));
-    let failed: Port[] = [];
-    await this.backend.plug(usable).catch((err: unknown) => {
-      this.hooks.warn('warm pool: could not plug adopted ports; deleting them', { err: errorMessage(err) });
-      failed = usable;
-    });
-    const kept = mine.filter((p) => !failed.includes(p));
-    for (const port of kept) this.held.set(port.id, port);
-    const gone = this.removeAll(failed).catch(() => undefined);
-    if (this.settings.adoptHoldMs > 0 && kept.length > 0) {
+    // Plugged now (their veths made again after a reboot), so that a start takes one at once.
+    const plugged = await Promise.all(
+      mine.map((p) =>
+        this.usable(specOf(p))
+          ? this.backend.plug([p]).then(
+              () => true,
+              (err: unknown) => {
+                this.hooks.warn('warm pool: could not plug an adopted port; it will be deleted', {
+                  port: p.id,
+                  err: errorMessage(err),
+                });
+                return false;
+              },
+            )
+          : false,
+      ),
+    );
+    // Docker's rollback may have released (discarded) one meanwhile: that one is being deleted.
+    for (const [i, port] of mine.entries())
+      if (!this.owned.has(port.id)) this.held.set(port.id, { port, plugged: plugged[i] ?? false });
+    if (this.settings.adoptHoldMs > 0 && this.held.size > 0) {
       clearTimeout(this.holdTimer);
       this.holdTimer = setTimeout(() => this.releaseHeld(), this.settings.adoptHoldMs).unref();
-      await gone;
-      return { adopted: kept.length, removed: failed.length };
+      return { adopted: 0, removed: 0, held: this.held.size };
     }
-    const released = this.releaseHeld();
-    await Promise.all([gone, released.removing]);
-    return { adopted: released.adopted, removed: failed.length + released.removed };
+    const { adopted, removed, removing } = this.releaseHeld();
+    await removing;
+    return { adopted, removed, held: 0 };
   }
 
   private usable(spec: PoolSpec): boolean {
@@ -691,20 +709,25 @@ export class WarmPool {
   }
 
   /**
-   * The held ports of a subnet's network (all without one) become their pool's, up to its target;
-   * the rest are deleted. One an endpoint claimed meanwhile was handed out before the crash: left be.
+   * The held ports of a subnet's network (all without one) become their pool's, up to its target
+   * (`wanted`, asked for by address, whatever the target); the rest are deleted. One an endpoint
+   * claimed meanwhile was handed out before the crash: it is that endpoint's.
    */
-  private releaseHeld(subnetId?: string): { adopted: number; removed: number; removing: Promise<void> } {
+  private releaseHeld(
+    subnetId?: string,
+    wanted?: string,
+  ): { adopted: number; removed: number; removing: Promise<void> } {
     const surplus: Port[] = [];
     const filled = new Set<Pool>();
     let adopted = 0;
-    for (const port of [...this.held.values()]) {
+    for (const { port, plugged } of [...this.held.values()]) {
       const spec = specOf(port);
       if (subnetId && !spec.subnetIds.includes(subnetId)) continue;
       this.held.delete(port.id);
       if (this.backend.claimed(port)) continue;
-      const pool = this.usable(spec) ? this.poolFor(spec) : undefined;
-      if (pool && !pool.closed && pool.ready.length < this.target(pool) && this.hostRoom() > 0) {
+      const pool = plugged && this.usable(spec) ? this.poolFor(spec) : undefined;
+      const room = pool && pool.ready.length < this.target(pool) && this.hostRoom() > 0;
+      if (pool && !pool.closed && (room || port.id === wanted)) {
         this.add(pool, port);
         filled.add(pool);
         adopted++;
@@ -775,7 +798,7 @@ export class WarmPool {
   private async drain(which: (pool: Pool) => boolean, held: (spec: PoolSpec) => boolean): Promise<void> {
     const doomed = [...this.pools.values()].filter(which);
     // A previous run's ports of a network going away: never a pool's now (no endpoint is left).
-    const heldDoomed = [...this.held.values()].filter((p) => held(specOf(p)));
+    const heldDoomed = [...this.held.values()].map((h) => h.port).filter((p) => held(specOf(p)));
     for (const port of heldDoomed) {
       this.held.delete(port.id);
       for (const id of specOf(port).subnetIds) this.drained.add(id);

@@ -64,9 +64,13 @@ class FakeBackend implements PoolBackend {
   }
   /** Plugging waits for this (ports Neutron has made, not yet in the pool). */
   plugGate: Promise<void> | undefined;
+  /** Ports whose veth cannot be made. */
+  readonly failPlugFor = new Set<string>();
   async plug(ports: Port[]): Promise<void> {
     await this.plugGate;
     if (this.failPlug) throw this.failPlug;
+    const failing = ports.find((p) => this.failPlugFor.has(p.id));
+    if (failing) throw new Error(`cannot plug ${failing.id}`);
     for (const p of ports) this.plugged.add(p.id);
   }
   async remove(p: Port): Promise<void> {
@@ -164,8 +168,7 @@ describe('warm pool', () => {
     assert.equal(pool.takeById(holder.id), undefined, 'not in the pool yet');
     const got = pool.takeByIdOnceMade(holder, 10_000);
     // Not taken while it is being plugged: the start waits for the batch, not for the timeout.
-    await sleep(20);
-    assert.equal(b.plugged.size, 0);
+    assert.equal(await Promise.race([got, sleep(50).then(() => 'waiting')]), 'waiting');
     plugged();
     assert.equal((await got)?.id, holder.id, 'the port that holds the address');
     assert.equal(pool.stats().ready, 1, 'the other one stays');
@@ -422,23 +425,31 @@ describe('warm pool', () => {
     b.held.add(held.id);
     const pool = makePool(b, 4, 4);
     const result = await pool.adopt();
-    assert.deepEqual(result, { adopted: 4, removed: 1 });
+    assert.deepEqual(result, { adopted: 4, removed: 1, held: 0 });
     assert.ok(b.neutron.has(held.id), 'the held port is neither adopted nor deleted');
     const handed = new Set<string>();
     for (let i = 0; i < 4; i++) handed.add(pool.take('sub-a4')?.id ?? 'none');
     assert.ok(!handed.has(held.id) && !handed.has('none'));
   });
 
-  it("holds a previous run's ports until a start on their network comes: one that Docker's retried CreateEndpoint claims meanwhile is neither handed out again nor deleted", async () => {
+  /** A previous run's pool ports in "Neutron", and a pool that holds what it finds for `holdMs`. */
+  function afterCrash(count: number, holdMs: number, size = 1, spec = SPEC) {
     const b = new FakeBackend();
-    const mine = Array.from({ length: 4 }, () => port(SPEC, 'ACTIVE'));
+    const mine = Array.from({ length: count }, () => port(spec, 'ACTIVE'));
     for (const p of mine) b.neutron.set(p.id, p);
-    const [handedBeforeCrash, released] = mine as [Port, Port];
-    const pool = new WarmPool(b, settings({ size: 1, batch: 1, adoptHoldMs: 60_000 }), {
+    const pool = new WarmPool(b, settings({ size, batch: 1, adoptHoldMs: holdMs }), {
       warn: () => undefined,
     });
-    assert.deepEqual(await pool.adopt(), { adopted: 4, removed: 0 });
+    return { b, mine, pool };
+  }
+
+  it("holds a previous run's ports until a start on their network comes: one that Docker's retried CreateEndpoint claims meanwhile is neither handed out again nor deleted", async () => {
+    const { b, mine, pool } = afterCrash(4, 60_000);
+    const [handedBeforeCrash, released] = mine as [Port, Port];
+    assert.deepEqual(await pool.adopt(), { adopted: 0, removed: 0, held: 4 });
     assert.equal(pool.stats().ready, 0, 'held: none handed out yet');
+    // A start on another network leaves them held.
+    assert.equal(pool.take('sub-b4'), undefined);
     assert.equal(b.removed.length, 0, 'held: none deleted yet');
     // Docker's retries reach this process: CreateEndpoint claims one, a rollback releases another.
     b.held.add(handedBeforeCrash.id);
@@ -446,32 +457,59 @@ describe('warm pool', () => {
     // The next start on that network: Docker made it wait for the previous one, now done.
     const taken = pool.take('sub-a4');
     assert.ok(taken && taken.id !== handedBeforeCrash.id && taken.id !== released.id);
-    // Size 1: one of the two free ones was the pool's (and is taken), the other goes.
+    // Size 1: of the two free ones, one was the pool's (and is taken); the other goes.
     await until('the surplus deleted', () => b.removed.length === 1);
-    assert.ok(!b.removed.includes(handedBeforeCrash.id) && b.neutron.has(handedBeforeCrash.id));
-    assert.ok(!b.removed.includes(taken.id));
+    assert.ok(!b.removed.includes(handedBeforeCrash.id) && !b.removed.includes(taken.id));
+    await until('refilled', () => pool.stats().ready === 1);
     assert.notEqual(pool.take('sub-a4')?.id, handedBeforeCrash.id, 'never handed out again');
   });
 
-  it("without a start on their network, a previous run's ports are the pool's once the hold is over", async () => {
-    const b = new FakeBackend();
-    const mine = Array.from({ length: 3 }, () => port(SPEC, 'ACTIVE'));
-    for (const p of mine) b.neutron.set(p.id, p);
-    b.held.add((mine[0] as Port).id);
-    const pool = new WarmPool(b, settings({ size: 4, adoptHoldMs: 50 }), { warn: () => undefined });
+  it("without a start on their network, a previous run's ports are the pool's once the hold is over, except one claimed meanwhile", async () => {
+    const { b, mine, pool } = afterCrash(3, 50, 4);
     await pool.adopt();
+    b.held.add((mine[0] as Port).id); // claimed during the hold
     assert.equal(pool.stats().ready, 0);
     await until('the two free ones adopted', () => pool.stats().ready >= 2);
     assert.equal(b.removed.length, 0);
     const handed = [pool.take('sub-a4')?.id, pool.take('sub-a4')?.id];
-    assert.ok(!handed.includes((mine[0] as Port).id));
+    assert.ok(!handed.includes((mine[0] as Port).id) && !handed.includes(undefined));
+  });
+
+  it("a port Docker's rollback releases while adoption is still plugging it is never held, adopted or handed out", async () => {
+    const { b, mine, pool } = afterCrash(2, 0, 4);
+    let plugged = (): void => undefined;
+    b.plugGate = new Promise((resolve) => {
+      plugged = resolve;
+    });
+    const adopting = pool.adopt();
+    await sleep(10);
+    pool.discard((mine[0] as Port).id); // ReleaseAddress: the IPAM deletes it
+    plugged();
+    assert.deepEqual(await adopting, { adopted: 1, removed: 0, held: 0 });
+    assert.equal(pool.take('sub-a4')?.id, (mine[1] as Port).id);
+  });
+
+  it("a previous run's port whose veth cannot be made is deleted when the hold ends, the others adopted", async () => {
+    const { b, mine, pool } = afterCrash(3, 0, 4);
+    b.failPlugFor.add((mine[0] as Port).id);
+    assert.deepEqual(await pool.adopt(), { adopted: 2, removed: 1, held: 0 });
+    assert.deepEqual(b.removed, [(mine[0] as Port).id]);
+  });
+
+  it("--ip of a held port gets that port, whatever the pool's target", async () => {
+    const { b, mine, pool } = afterCrash(3, 60_000, 1);
+    await pool.adopt();
+    const wanted = mine[2] as Port;
+    assert.equal(pool.takeById(wanted.id)?.id, wanted.id);
+    await until(
+      'the other two deleted (size 1: one adopted, then taken; one surplus)',
+      () => b.removed.length >= 1,
+    );
+    assert.ok(!b.removed.includes(wanted.id));
   });
 
   it("a previous run's ports held while their network is removed go with it, and no pool comes back for it", async () => {
-    const b = new FakeBackend();
-    const mine = Array.from({ length: 2 }, () => port(SPEC, 'ACTIVE'));
-    for (const p of mine) b.neutron.set(p.id, p);
-    const pool = new WarmPool(b, settings({ size: 2, adoptHoldMs: 50 }), { warn: () => undefined });
+    const { b, pool } = afterCrash(2, 50, 2);
     await pool.adopt();
     await pool.drainSubnets(['sub-a4']); // Docker's ReleasePool, then DeleteNetwork
     assert.equal(b.neutron.size, 0, 'deleted with the network');
@@ -487,7 +525,7 @@ describe('warm pool', () => {
       b.neutron.set(p.id, p);
     }
     const pool = new WarmPool(b, settings({ enabled: false }), { warn: () => undefined });
-    assert.deepEqual(await pool.adopt(), { adopted: 0, removed: 3 });
+    assert.deepEqual(await pool.adopt(), { adopted: 0, removed: 3, held: 0 });
     assert.equal(b.neutron.size, 0);
   });
 
