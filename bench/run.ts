@@ -326,6 +326,24 @@ async function parallel(rec: Recorder, op: string, setup: string, n: number, pic
   await Promise.allSettled(names.map((c) => docker('rm', '-f', c)));
 }
 
+/**
+ * `docker network rm` once the containers of a parallel run are gone: Docker 20.10 sometimes still
+ * reports an endpoint of a container `docker rm -f` removed a moment ago (bench run, OVS, 2 cores).
+ */
+async function removeNetwork(net: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await docker('network', 'rm', net);
+      return;
+    } catch (err) {
+      if (attempt >= 10 || !/active endpoints/.test(String(err))) throw err;
+      const left = await docker('network', 'inspect', '-f', '{{range .Containers}}{{.Name}} {{end}}', net);
+      for (const c of left.split(' ').filter(Boolean)) await docker('rm', '-f', c).catch(() => undefined);
+      await sleep(2_000);
+    }
+  }
+}
+
 /** A peer and RUNS sequential starts, each timed to `docker run -d` returning and to its first ping. */
 async function startsAndPings(rec: Recorder, setup: string, net: string, tag: string, kuryr?: Kuryr) {
   const peer = `${tag}-peer`;
@@ -415,7 +433,7 @@ export async function bench(label: string): Promise<BenchResult> {
       await sleep(5_000); // the burst's demand grows its pool a second after the starts pause
       await kuryr.settled(MIN_SIZE);
       await parallel(rec, `${ONE_NETWORK} (next burst)`, DEFAULTS, PARALLEL, () => burst);
-      await docker('network', 'rm', burst);
+      await removeNetwork(burst);
     }
     // Starts across 10 networks are measured once the networks have settled, as the bridge's have;
     // how long 10 new networks take to get there is its own row. New networks each time.
@@ -430,7 +448,7 @@ export async function bench(label: string): Promise<BenchResult> {
       await kuryr.settled(10 * MIN_SIZE);
       rec.add(TEN_NETWORKS, DEFAULTS, performance.now() - spreadT0);
       await parallel(rec, SPREAD, DEFAULTS, PARALLEL, (i) => spread[i % 10] as string);
-      if (r < BURSTS - 1) for (const n of spread) await docker('network', 'rm', n);
+      if (r < BURSTS - 1) for (const n of spread) await removeNetwork(n);
     }
     rssAfter = rssMb(kuryr.proc.pid as number);
 
