@@ -765,7 +765,7 @@ export class WarmPool {
   async close(deadlineMs = Number.POSITIVE_INFINITY): Promise<void> {
     this.closing = true;
     this.cancelShrink?.();
-    clearTimeout(this.holdTimer); // held ports are strays below: they go
+    clearTimeout(this.holdTimer); // held ports go with the drain below
     const work = (async () => {
       await this.drain(
         () => true,
