@@ -154,6 +154,15 @@ export function specOf(port: Port): PoolSpec {
   };
 }
 
+/** Whether `work` settles within `ms` (its rejection is the caller's); false when time ran out. */
+async function doneWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  return Promise.race([work.then(() => true), late]).finally(() => clearTimeout(timer));
+}
+
 export class WarmPool {
   private readonly pools = new Map<string, Pool>();
   private readonly bySubnet = new Map<string, Pool>();
@@ -204,9 +213,9 @@ export class WarmPool {
 
   /** Room left under the host's bound. */
   private hostRoom(): number {
-    let held = this.creating + this.held.size;
-    for (const pool of this.pools.values()) held += pool.ready.length;
-    return Math.max(0, this.settings.maxPorts - held);
+    let used = this.creating + this.held.size;
+    for (const pool of this.pools.values()) used += pool.ready.length;
+    return Math.max(0, this.settings.maxPorts - used);
   }
 
   /**
@@ -345,12 +354,10 @@ export class WarmPool {
     const ready = this.takeById(port.id);
     const batch = port.description ? this.batches.get(port.description) : undefined;
     if (ready || !batch) return ready;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, maxWaitMs);
-    });
-    await Promise.race([batch.catch(() => false), timeout]);
-    clearTimeout(timer);
+    await doneWithin(
+      batch.catch(() => false),
+      maxWaitMs,
+    );
     return this.takeById(port.id);
   }
 
@@ -778,14 +785,7 @@ export class WarmPool {
       await this.removeAll(strays);
     })();
     if (!Number.isFinite(deadlineMs)) return work;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((resolve) => {
-      timer = setTimeout(() => resolve('late'), deadlineMs);
-    });
-    const outcome = await Promise.race([work.then(() => 'done' as const), late]).finally(() =>
-      clearTimeout(timer),
-    );
-    if (outcome === 'done') return;
+    if (await doneWithin(work, deadlineMs)) return;
     const left = this.removals.pendingCount;
     this.removals.clearQueue(); // their promises never settle: the process is about to exit
     work.catch(() => undefined);
