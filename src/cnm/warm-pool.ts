@@ -112,8 +112,6 @@ interface Pool {
   retryAt: number;
   /** When ports were taken, within the demand window (demand sizing). */
   takes: number[];
-  /** When a start last found it empty (see BURST_MS). */
-  missedAt: number;
   lastUsed: number;
   /** Starts that found the pool empty, waiting for the batch being made (a burst). */
   waiters: Waiter[];
@@ -145,14 +143,6 @@ const OWNED_PRUNE_AT = 1_000;
  */
 const REFILL_DEFER_MAX_MS = 30_000;
 const OWNED_KEEP_MS = 10 * 60_000;
-/**
- * A pool a start found empty within this long is in a burst: it is topped up to its demand at once,
- * not once starts pause. Docker asks for one address at a time per network (libnetwork serializes
- * RequestAddress + CreateEndpoint per network), so a burst on one network never shows more than
- * one waiting start: made only for the waiters, its ports came one bulk request of 1 at a time
- * (18 × 0.7 s on OVN for the first burst of 20 on a new network, measured 2026-12-06).
- */
-const BURST_MS = 5_000;
 
 const keyOf = (subnetIds: string[]) => [...subnetIds].sort().join(',');
 
@@ -219,10 +209,6 @@ export class WarmPool {
     const { minSize, maxSize } = this.settings;
     // Each recent take asks for one more ready port: a burst finds warm ports next time.
     return Math.min(maxSize, minSize + pool.takes.length);
-  }
-
-  private inBurst(pool: Pool): boolean {
-    return Date.now() - pool.missedAt < BURST_MS;
   }
 
   /** Room left under the host's bound. */
@@ -307,7 +293,6 @@ export class WarmPool {
         ready: [],
         closed: false,
         retryAt: 0,
-        missedAt: 0,
         takes: [],
         lastUsed: Date.now(),
         waiters: [],
@@ -401,7 +386,6 @@ export class WarmPool {
     const port = this.take(subnetId);
     const pool = this.bySubnet.get(subnetId);
     if (port || !pool || pool.closed) return port;
-    pool.missedAt = Date.now();
     if (!pool.filling && !pool.gathering) {
       if (pool.closed || Date.now() < pool.retryAt || this.roomFor(pool, 1) === 0) return undefined;
       // The first start of a burst waits a moment for the others, so one batch serves them all.
@@ -499,7 +483,7 @@ export class WarmPool {
    * no longer than REFILL_DEFER_MAX_MS after its first take. Takes in a burst share one refill.
    */
   private refillSoon(pool: Pool): void {
-    if (this.settings.refillDelayMs <= 0 || this.inBurst(pool)) {
+    if (this.settings.refillDelayMs <= 0) {
       this.refill(pool);
       return;
     }
@@ -527,18 +511,15 @@ export class WarmPool {
     let burst = false;
     for (;;) {
       // A burst's waiting starts get ports made for them; the pool's own top-up waits until starts
-      // pause (refillSoon): made while starts found ports, it doubled neutron-server's work there.
-      // Not while starts still find the pool empty (BURST_MS): they would wait a batch each.
+      // pause (refillSoon): made during the burst, it doubled neutron-server's work there.
       const waiting = pool.waiters.length;
       if (waiting > 0) burst = true;
-      else if (burst && this.settings.refillDelayMs > 0 && !this.inBurst(pool)) {
+      else if (burst && this.settings.refillDelayMs > 0) {
         this.refillSoon(pool);
         return;
       }
-      // A batch for waiting starts also tops the pool up to its demand: the starts Docker has
-      // not sent yet find ports. Ports other batches are making count as on their way.
-      const short = this.target(pool) - pool.ready.length;
-      const wanted = (waiting > 0 ? Math.max(waiting, short) : short) - pool.making;
+      // Ports other batches are making count as on their way.
+      const wanted = (waiting > 0 ? waiting : this.target(pool) - pool.ready.length) - pool.making;
       const count = Math.min(this.settings.batch, wanted, this.hostRoom());
       if (pool.closed || count <= 0) {
         if (pool.making === 0) this.release(pool); // bounded: whoever still waits makes a port of their own
