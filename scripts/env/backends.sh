@@ -82,10 +82,11 @@ neutron_sync_mode = repair
 EOF
 }
 
-# ML2/OVN processes OVSDB events only on servers in its hash ring, and only API workers join it:
-# with api_workers = 0 (the API in the main process) ports never turn ACTIVE and no chassis is
-# listed as an agent ("HashRing is empty").
-api_workers() { [ "$BACKEND" = ovn ] && echo 1 || echo 0; }
+# Two API workers, as Neutron's own default (one per CPU) gives a 2-core host: with one, a burst's
+# port creates queued behind each other in one process on one core (0.7 s a port on OVN), while
+# the other core idled. ML2/OVN also needs at least one: it processes OVSDB events only on servers
+# in its hash ring, which only API workers join (api_workers = 0: ports never turn ACTIVE).
+api_workers() { echo 2; }
 
 # shellcheck source=ovs-agent-ini.sh
 . "$HERE/env/ovs-agent-ini.sh"
