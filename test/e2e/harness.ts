@@ -391,7 +391,11 @@ export async function portOfEndpoint(endpointId: string, waitMs = 15_000): Promi
 /** A warm-pool port no container has taken (kuryr keeps a few per network by default). */
 export const isIdleWarmPort = (p: Port) => p.name === POOL_PORT_NAME && !p.device_id;
 
-export async function waitPortActive(endpointId: string, timeoutMs = 30_000): Promise<Port> {
+/**
+ * Waits for the endpoint's port to be recorded (device_id: written behind, up to 30 s after the
+ * start when the host stays busy) and ACTIVE: the default leaves room beyond that bound.
+ */
+export async function waitPortActive(endpointId: string, timeoutMs = 45_000): Promise<Port> {
   return waitFor(
     `port of endpoint ${endpointId.slice(0, 12)} to be ACTIVE`,
     async () => {
