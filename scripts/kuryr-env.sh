@@ -204,6 +204,10 @@ write_configs() {
   fi
   # shellcheck disable=SC1091
   . "$ETC/secrets.env"
+  # Two API workers, as Neutron's own default (one per CPU) gives a 2-core host: with one, a
+  # burst's port creates queued in one process on one core (0.7 s a port on OVN) while the other
+  # core idled. ML2/OVN needs at least one: it handles OVSDB events only on servers in its hash
+  # ring, which only API workers join (api_workers = 0: ports never turn ACTIVE).
   cat > "$ETC/neutron.conf" <<EOF
 [DEFAULT]
 host = $HOST
@@ -212,7 +216,7 @@ bind_port = 9696
 auth_strategy = $MODE
 core_plugin = ml2
 allow_overlapping_ips = true
-api_workers = $(api_workers)
+api_workers = 2
 rpc_workers = 1
 rpc_state_report_workers = 0
 graceful_shutdown_timeout = 5

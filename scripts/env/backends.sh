@@ -82,12 +82,6 @@ neutron_sync_mode = repair
 EOF
 }
 
-# Two API workers, as Neutron's own default (one per CPU) gives a 2-core host: with one, a burst's
-# port creates queued behind each other in one process on one core (0.7 s a port on OVN), while
-# the other core idled. ML2/OVN also needs at least one: it processes OVSDB events only on servers
-# in its hash ring, which only API workers join (api_workers = 0: ports never turn ACTIVE).
-api_workers() { echo 2; }
-
 # shellcheck source=ovs-agent-ini.sh
 . "$HERE/env/ovs-agent-ini.sh"
 write_agent_configs() { ovs_agent_ini "$ENCAP_IP" "tcp:$IP:6640" "$IP" > "$ETC/openvswitch_agent.ini"; }

@@ -14,7 +14,7 @@ import { HostActivity } from './host-activity.js';
  * starts on a 2-core host lasts 10-20 s while neutron-server works for it; with 10 s, identity
  * writes landed inside it (measured: docs/performance.md).
  */
-const MAX_DEFER_MS = 30_000;
+export const MAX_DEFER_MS = 30_000;
 
 /**
  * Writes in flight at once. A long burst holds every write back until MAX_DEFER_MS, and then all

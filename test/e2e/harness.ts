@@ -6,6 +6,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dockerIdTags, POOL_PORT_NAME } from '../../src/cnm/naming.js';
+import { MAX_DEFER_MS } from '../../src/cnm/write-behind.js';
 import { DockerEngine } from '../../src/docker/engine.js';
 import { NoAuth } from '../../src/neutron/auth.js';
 import { NeutronClient } from '../../src/neutron/client.js';
@@ -392,10 +393,10 @@ export async function portOfEndpoint(endpointId: string, waitMs = 15_000): Promi
 export const isIdleWarmPort = (p: Port) => p.name === POOL_PORT_NAME && !p.device_id;
 
 /**
- * Waits for the endpoint's port to be recorded (device_id: written behind, up to 30 s after the
- * start when the host stays busy) and ACTIVE: the default leaves room beyond that bound.
+ * Waits for the endpoint's port to be recorded (device_id: written behind, up to MAX_DEFER_MS
+ * after the start while the host stays busy) and ACTIVE: the default leaves room beyond that bound.
  */
-export async function waitPortActive(endpointId: string, timeoutMs = 45_000): Promise<Port> {
+export async function waitPortActive(endpointId: string, timeoutMs = MAX_DEFER_MS + 15_000): Promise<Port> {
   return waitFor(
     `port of endpoint ${endpointId.slice(0, 12)} to be ACTIVE`,
     async () => {
